@@ -1,0 +1,3 @@
+from bptt.cli import main
+
+main()

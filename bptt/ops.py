@@ -1,0 +1,594 @@
+"""Every primitive and its vector-Jacobian product, declared together.
+
+A primitive is a class decorated with ``@primitive``::
+
+    @primitive
+    class tanh:
+        examples = unary(-3, 3)          # where its gradient check samples inputs
+        def fwd(x):                      # arrays in -> (output, residuals)
+            y = np.tanh(x)
+            return y, y                  # reuse the output as the residual
+        def bwd(y, g, needs):            # residuals, output cotangent -> one cotangent per input
+            return (g * (1 - y * y),)
+
+Positional arguments are the inputs (Tensors, arrays or Python scalars); keyword arguments are
+static (an axis, a shape, an index).  ``bwd`` returns ``None`` for an input it has no cotangent
+for and may skip work for inputs whose ``needs`` flag is False.  Broadcasting is undone by the
+tape, not here.  A primitive with ``multiple_outputs = True`` returns a tuple of outputs and gets
+a tuple of cotangents.  Declaring a primitive registers it in ``REGISTRY``; the op tests
+gradient-check every entry there on its ``examples``, so a new primitive needs no other edit.
+This is the only module with derivatives of primitives (fused recurrent kernels live beside the
+cells they fuse, declared the same way).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bptt.tape import Entry, Tensor, is_grad_enabled
+
+REGISTRY = {}
+
+
+class OpError(ValueError):
+    """Raised by a primitive's forward with a complete message; the op's name is prefixed."""
+
+
+class Primitive:
+    """A registered primitive: call it on Tensors to compute and record it."""
+
+    __slots__ = ("name", "fwd", "bwd", "examples", "multiple_outputs", "doc")
+
+    def __init__(self, spec):
+        self.name = spec.__name__
+        self.fwd = spec.fwd
+        self.bwd = spec.bwd
+        self.examples = getattr(spec, "examples", None)
+        self.multiple_outputs = getattr(spec, "multiple_outputs", False)
+        self.doc = spec.__doc__
+
+    def __repr__(self):
+        return f"<primitive {self.name}>"
+
+    def __call__(self, *args, **static):
+        xs = []
+        inputs = []
+        record = False
+        for a in args:
+            if isinstance(a, Tensor):
+                xs.append(a.data)
+                if a.requires_grad:
+                    inputs.append(a)
+                    record = True
+                    continue
+            else:
+                xs.append(a)
+            inputs.append(None)
+        try:
+            y, res = self.fwd(*xs, **static)
+        except OpError as err:
+            raise OpError(f"{self.name}: {err}") from None
+        except (ValueError, IndexError, TypeError) as err:
+            kind = next(k for k in (ValueError, IndexError, TypeError) if isinstance(err, k))
+            shapes = ", ".join(str(np.shape(x)) for x in xs)
+            raise kind(f"{self.name}: {err} (input shapes {shapes})") from None
+        record = record and is_grad_enabled()
+        if not self.multiple_outputs:
+            out = _wrap(y, record)
+            if record:
+                out._entry = Entry(self, res, inputs, 1, None)
+            return out
+        outs = tuple(_wrap(v, record) for v in y)
+        if record:
+            entry = Entry(self, res, inputs, len(outs), tuple((v.shape, v.dtype) for v in outs))
+            for i, o in enumerate(outs):
+                o._entry = entry
+                o._index = i
+        return outs
+
+
+def _wrap(y, requires_grad):
+    t = Tensor.__new__(Tensor)
+    # ufuncs on 0-d arrays return numpy scalars; a Tensor always holds an ndarray
+    t.data = y if type(y) is np.ndarray else np.asarray(y)
+    t.grad = None
+    t.requires_grad = requires_grad
+    t._entry = None
+    t._index = 0
+    t.name = None
+    return t
+
+
+def primitive(spec):
+    """Turn a class with ``fwd`` and ``bwd`` (and ``examples``) into a registered primitive."""
+    for attr in ("fwd", "bwd"):
+        if not hasattr(spec, attr):
+            raise TypeError(f"primitive {spec.__name__}: missing {attr}")
+    if spec.__name__ in REGISTRY:
+        raise ValueError(f"primitive {spec.__name__} is declared twice")
+    op = Primitive(spec)
+    REGISTRY[op.name] = op
+    return op
+
+
+# -- where gradient checks sample each primitive (float64; away from kinks and poles) ----------
+
+_SHAPES = [(), (5,), (3, 4), (2, 3, 4)]
+_BROADCAST = [((3, 4), (4,)), ((3, 1), (1, 4)), ((2, 3, 4), (3, 1)), ((), (3, 2)), ((4,), ())]
+
+
+def _draw(rng, shape, low, high, sign=False):
+    x = rng.uniform(low, high, size=shape)
+    if sign:  # keep |x| in [low, high] with either sign: away from the kink at 0
+        x = x * rng.choice([-1.0, 1.0], size=shape)
+    return np.asarray(x, dtype=np.float64)
+
+
+def unary(low, high, sign=False, static=None):
+    def examples(rng):
+        return [((_draw(rng, s, low, high, sign),), static or {}) for s in _SHAPES]
+    return examples
+
+
+def binary(low=-2.0, high=2.0, low2=None, high2=None, sign=False):
+    low2 = low if low2 is None else low2
+    high2 = high if high2 is None else high2
+
+    def examples(rng):
+        pairs = [(s, s) for s in _SHAPES] + _BROADCAST + [(b, a) for a, b in _BROADCAST]
+        return [((_draw(rng, a, low, high, sign), _draw(rng, b, low2, high2, sign)), {})
+                for a, b in pairs]
+    return examples
+
+
+def custom(*cases):
+    """Examples given as ``(input shapes, static kwargs)`` pairs, inputs uniform in [-2, 2]."""
+    def examples(rng):
+        return [(tuple(_draw(rng, s, -2, 2) for s in shapes), static) for shapes, static in cases]
+    return examples
+
+
+# -- elementwise arithmetic ---------------------------------------------------------------------
+
+@primitive
+class add:
+    examples = binary()
+
+    def fwd(a, b):
+        return a + b, None
+
+    def bwd(res, g, needs):
+        return g, g
+
+
+@primitive
+class sub:
+    examples = binary()
+
+    def fwd(a, b):
+        return a - b, None
+
+    def bwd(res, g, needs):
+        return g, (-g if needs[1] else None)
+
+
+@primitive
+class mul:
+    examples = binary()
+
+    def fwd(a, b):
+        return a * b, (a, b)
+
+    def bwd(res, g, needs):
+        a, b = res
+        return (g * b if needs[0] else None), (g * a if needs[1] else None)
+
+
+@primitive
+class div:
+    examples = binary(-2, 2, 0.5, 2, sign=True)
+
+    def fwd(a, b):
+        y = a / b
+        return y, (b, y)
+
+    def bwd(res, g, needs):
+        b, y = res
+        ga = g / b
+        return ga, (-ga * y if needs[1] else None)
+
+
+@primitive
+class neg:
+    examples = unary(-2, 2)
+
+    def fwd(x):
+        return -x, None
+
+    def bwd(res, g, needs):
+        return (-g,)
+
+
+@primitive
+class pow:
+    """``x ** p``: the gradient for ``p`` needs ``x > 0``."""
+    examples = binary(0.5, 2.0, -2.0, 2.0)
+
+    def fwd(x, p):
+        y = x ** p
+        return y, (x, p, y)
+
+    def bwd(res, g, needs):
+        x, p, y = res
+        dx = g * p * x ** (p - 1) if needs[0] else None
+        dp = g * y * np.log(x) if needs[1] else None
+        return dx, dp
+
+
+@primitive
+class maximum:
+    examples = binary()
+
+    def fwd(a, b):
+        return np.maximum(a, b), (a, b)
+
+    def bwd(res, g, needs):
+        a, b = res
+        # ties share the cotangent equally, as the mean of the two one-sided derivatives
+        w = (a > b) + 0.5 * (a == b)
+        return g * w, g * (1 - w)
+
+
+@primitive
+class minimum:
+    examples = binary()
+
+    def fwd(a, b):
+        return np.minimum(a, b), (a, b)
+
+    def bwd(res, g, needs):
+        a, b = res
+        w = (a < b) + 0.5 * (a == b)
+        return g * w, g * (1 - w)
+
+
+@primitive
+class where:
+    """``where(cond, a, b)``; ``cond`` gets no gradient."""
+
+    def examples(rng):
+        return [((rng.random(a) > 0.5, _draw(rng, a, -2, 2), _draw(rng, b, -2, 2)), {})
+                for a, b in [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 3, 4), ())]]
+
+    def fwd(cond, a, b):
+        cond = np.asarray(cond, dtype=bool)
+        return np.where(cond, a, b), cond
+
+    def bwd(cond, g, needs):
+        zero = np.zeros((), g.dtype)
+        return (None,
+                np.where(cond, g, zero) if needs[1] else None,
+                np.where(cond, zero, g) if needs[2] else None)
+
+
+# -- elementwise functions ----------------------------------------------------------------------
+
+@primitive
+class exp:
+    examples = unary(-2, 2)
+
+    def fwd(x):
+        y = np.exp(x)
+        return y, y
+
+    def bwd(y, g, needs):
+        return (g * y,)
+
+
+@primitive
+class log:
+    examples = unary(0.2, 3)
+
+    def fwd(x):
+        return np.log(x), x
+
+    def bwd(x, g, needs):
+        return (g / x,)
+
+
+@primitive
+class sqrt:
+    examples = unary(0.2, 3)
+
+    def fwd(x):
+        y = np.sqrt(x)
+        return y, y
+
+    def bwd(y, g, needs):
+        return (g / (2 * y),)
+
+
+@primitive
+class abs:
+    examples = unary(0.1, 2, sign=True)
+
+    def fwd(x):
+        return np.abs(x), x
+
+    def bwd(x, g, needs):
+        return (g * np.sign(x),)
+
+
+@primitive
+class tanh:
+    examples = unary(-3, 3)
+
+    def fwd(x):
+        y = np.tanh(x)
+        return y, y
+
+    def bwd(y, g, needs):
+        # 1 - y^2 from the output: no overflow where 1/cosh(x)^2 would
+        return (g * (1 - y * y),)
+
+
+def _sigmoid(x):
+    # tanh form: stable for any x and several times faster than scipy.special.expit
+    return 0.5 * np.tanh(0.5 * x) + 0.5
+
+
+@primitive
+class sigmoid:
+    examples = unary(-6, 6)
+
+    def fwd(x):
+        y = _sigmoid(x)
+        return y, y
+
+    def bwd(y, g, needs):
+        return (g * y * (1 - y),)
+
+
+@primitive
+class relu:
+    examples = unary(0.1, 2, sign=True)
+
+    def fwd(x):
+        return np.maximum(x, 0), x
+
+    def bwd(x, g, needs):
+        return (g * (x > 0),)
+
+
+@primitive
+class clip:
+    """``clip(x, low=..., high=...)``: the gradient passes strictly inside the bounds."""
+    examples = unary(-2, 2, static={"low": -1.0, "high": 1.0})
+
+    def fwd(x, low=None, high=None):
+        return np.clip(x, low, high), (x, low, high)
+
+    def bwd(res, g, needs):
+        x, low, high = res
+        inside = np.ones(x.shape, dtype=bool)
+        if low is not None:
+            inside &= x > low
+        if high is not None:
+            inside &= x < high
+        return (g * inside,)
+
+
+# -- linear algebra -----------------------------------------------------------------------------
+
+@primitive
+class matmul:
+    """numpy's ``a @ b``: 1-D, 2-D and batched (broadcast) operands."""
+    examples = custom((((3, 4), (4, 5)), {}), (((2, 3, 4), (4, 5)), {}), (((2, 3, 4), (2, 4, 5)), {}),
+                      (((4,), (4, 5)), {}), (((3, 4), (4,)), {}), (((4,), (4,)), {}),
+                      (((2, 1, 3, 4), (5, 4, 2)), {}))
+
+    def fwd(a, b):
+        a_ndim, b_ndim = np.ndim(a), np.ndim(b)
+        if a_ndim == 0 or b_ndim == 0 or np.shape(a)[-1] != np.shape(b)[-2 if b_ndim > 1 else 0]:
+            raise OpError(f"shapes {np.shape(a)} and {np.shape(b)} do not align")
+        return a @ b, (a, b)
+
+    def bwd(res, g, needs):
+        a, b = res
+        # numpy's 1-D rules: a (k,) acts as (1, k), b (k,) as (k, 1), that axis dropped from y;
+        # batch axes that a or b broadcast over are summed back by the tape
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = np.expand_dims(g, -1) if b.ndim == 1 else g
+        g2 = np.expand_dims(g2, -2) if a.ndim == 1 else g2
+        da = db = None
+        if needs[0]:
+            da = g2 @ np.swapaxes(b2, -1, -2)
+            da = da[..., 0, :] if a.ndim == 1 else da
+        if needs[1]:
+            db = np.swapaxes(a2, -1, -2) @ g2
+            db = db[..., 0] if b.ndim == 1 else db
+        return da, db
+
+
+# -- reductions ---------------------------------------------------------------------------------
+
+def _expand(g, ndim, axis, keepdims):
+    """Put the reduced axes back into ``g`` so it broadcasts against the input."""
+    if keepdims:
+        return g
+    if axis is None:
+        return np.reshape(g, (1,) * ndim)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else axis
+    return np.expand_dims(g, tuple(a % ndim for a in axes))
+
+
+_REDUCE = custom((((3, 4),), {}), (((3, 4),), {"axis": 0}), (((2, 3, 4),), {"axis": (0, 2)}),
+                 (((2, 3, 4),), {"axis": -1, "keepdims": True}), (((5,),), {"axis": 0}), (((),), {}))
+
+
+@primitive
+class sum:
+    examples = _REDUCE
+
+    def fwd(x, axis=None, keepdims=False):
+        return np.sum(x, axis=axis, keepdims=keepdims), (np.shape(x), axis, keepdims)
+
+    def bwd(res, g, needs):
+        shape, axis, keepdims = res
+        return (np.broadcast_to(_expand(g, len(shape), axis, keepdims), shape),)
+
+
+@primitive
+class mean:
+    examples = _REDUCE
+
+    def fwd(x, axis=None, keepdims=False):
+        y = np.mean(x, axis=axis, keepdims=keepdims)
+        return y, (np.shape(x), axis, keepdims, np.size(x) // np.size(y) if np.size(y) else 1)
+
+    def bwd(res, g, needs):
+        shape, axis, keepdims, n = res
+        return (np.broadcast_to(_expand(g, len(shape), axis, keepdims) / n, shape),)
+
+
+@primitive
+class max:
+    """Maximum over axes; tied maxima share the cotangent equally."""
+    examples = _REDUCE
+
+    def fwd(x, axis=None, keepdims=False):
+        y = np.max(x, axis=axis, keepdims=True)
+        return (y if keepdims else np.squeeze(y, axis=axis)), (x, y, axis, keepdims)
+
+    def bwd(res, g, needs):
+        x, y, axis, keepdims = res
+        hit = x == y
+        return (_expand(g, x.ndim, axis, keepdims) * hit / hit.sum(axis=axis, keepdims=True),)
+
+
+@primitive
+class softmax:
+    examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axis": 1}), (((5,),), {}))
+
+    def fwd(x, axis=-1):
+        z = np.exp(x - np.max(x, axis=axis, keepdims=True))
+        y = z / z.sum(axis=axis, keepdims=True)
+        return y, (y, axis)
+
+    def bwd(res, g, needs):
+        y, axis = res
+        gy = g * y
+        return (gy - y * gy.sum(axis=axis, keepdims=True),)
+
+
+@primitive
+class log_softmax:
+    examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axis": 1}), (((5,),), {}))
+
+    def fwd(x, axis=-1):
+        z = x - np.max(x, axis=axis, keepdims=True)
+        y = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+        return y, (y, axis)
+
+    def bwd(res, g, needs):
+        y, axis = res
+        return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
+
+
+# -- shapes -------------------------------------------------------------------------------------
+
+@primitive
+class reshape:
+    examples = custom((((3, 4),), {"shape": (2, 6)}), (((2, 3, 4),), {"shape": (-1,)}),
+                      (((6,),), {"shape": (3, 1, 2)}))
+
+    def fwd(x, shape):
+        return np.reshape(x, shape), np.shape(x)
+
+    def bwd(shape, g, needs):
+        return (np.reshape(g, shape),)
+
+
+@primitive
+class transpose:
+    examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axes": (1, 2, 0)}), (((2, 3, 4),), {"axes": (0, 2, 1)}))
+
+    def fwd(x, axes=None):
+        return np.transpose(x, axes), axes
+
+    def bwd(axes, g, needs):
+        return (np.transpose(g, None if axes is None else np.argsort(axes)),)
+
+
+@primitive
+class getitem:
+    """``x[index]``: basic slicing and integer-array indexing (repeated indices accumulate)."""
+    examples = custom((((5, 4),), {"index": (slice(1, 4), 2)}), (((5, 4),), {"index": np.array([0, 2, 2, 4])}),
+                      (((2, 3, 4),), {"index": (Ellipsis, slice(None, None, -2))}),
+                      (((5, 4),), {"index": (np.array([1, 3, 1]), np.array([0, 2, 0]))}),
+                      (((5, 4),), {"index": 3}), (((5, 4),), {"index": (None, slice(2), np.newaxis)}))
+
+    def fwd(x, index):
+        parts = index if isinstance(index, tuple) else (index,)
+        basic = all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
+        return x[index], (np.shape(x), index, basic)
+
+    def bwd(res, g, needs):
+        shape, index, basic = res
+        dx = np.zeros(shape, dtype=g.dtype)
+        if basic:      # a view: each element at most once
+            dx[index] = g
+        else:          # integer arrays may repeat an index: accumulate
+            np.add.at(dx, index, g)
+        return (dx,)
+
+
+@primitive
+class concat:
+    examples = custom((((3, 4), (2, 4)), {}), (((3, 4), (3, 2), (3, 1)), {"axis": 1}))
+
+    def fwd(*xs, axis=0):
+        y = np.concatenate(xs, axis=axis)
+        return y, (np.cumsum([np.shape(x)[axis] for x in xs])[:-1], axis)
+
+    def bwd(res, g, needs):
+        cuts, axis = res
+        return tuple(np.split(g, cuts, axis=axis))
+
+
+@primitive
+class stack:
+    examples = custom((((3, 4), (3, 4)), {}), (((2, 3), (2, 3), (2, 3)), {"axis": -1}))
+
+    def fwd(*xs, axis=0):
+        return np.stack(xs, axis=axis), (len(xs), axis)
+
+    def bwd(res, g, needs):
+        n, axis = res
+        return tuple(np.moveaxis(g, axis, 0))
+
+
+@primitive
+class split:
+    """``split(x, sections, axis)`` as numpy's ``np.split``: one entry, several outputs."""
+    multiple_outputs = True
+    examples = custom((((6, 4),), {"sections": 3}), (((3, 7),), {"sections": [2, 5], "axis": 1}))
+
+    def fwd(x, sections, axis=0):
+        return tuple(np.split(x, sections, axis=axis)), axis
+
+    def bwd(axis, gs, needs):
+        return (np.concatenate(gs, axis=axis),)
+
+
+@primitive
+class astype:
+    """Cast to another dtype; the cotangent is cast back by the tape."""
+    examples = unary(-2, 2, static={"dtype": np.float64})
+
+    def fwd(x, dtype):
+        return np.asarray(x).astype(dtype), None
+
+    def bwd(res, g, needs):
+        return (g,)
