@@ -4,7 +4,10 @@ from bptt.tape import (Tensor, no_grad, enable_grad, is_grad_enabled, set_defaul
                        get_default_dtype)
 from bptt.functional import (add, sub, mul, div, neg, pow, matmul, exp, log, sqrt, abs, tanh,
                              sigmoid, relu, maximum, minimum, where, clip, sum, mean, max, reshape,
-                             transpose, concat, stack, split, softmax, log_softmax, astype)
+                             transpose, concat, stack, split, softmax, log_softmax, astype,
+                             linear)
 from bptt.gradcheck import gradcheck, GradcheckError
+from bptt.rng import seed
+from bptt import nn
 
 __version__ = "0.1.0"

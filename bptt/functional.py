@@ -14,7 +14,7 @@ from bptt.tape import Tensor
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log", "sqrt", "abs",
            "tanh", "sigmoid", "relu", "maximum", "minimum", "where", "clip", "sum", "mean",
            "max", "reshape", "transpose", "concat", "stack", "split", "softmax", "log_softmax",
-           "astype"]
+           "astype", "linear"]
 
 add, sub, mul, div, neg, pow, matmul = ops.add, ops.sub, ops.mul, ops.div, ops.neg, ops.pow, ops.matmul
 exp, log, sqrt, abs, tanh, sigmoid, relu = ops.exp, ops.log, ops.sqrt, ops.abs, ops.tanh, ops.sigmoid, ops.relu
@@ -87,6 +87,11 @@ def log_softmax(x, axis=-1):
 def astype(x, dtype):
     """Cast to ``dtype``; the gradient comes back in the input's dtype."""
     return ops.astype(x, dtype=np.dtype(dtype))
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight.T + bias`` over the last axis of ``x`` (any rank), recorded as one entry."""
+    return ops.linear(x, weight) if bias is None else ops.linear(x, weight, bias)
 
 
 def _comparison(fn):

@@ -411,6 +411,32 @@ class matmul:
         return da, db
 
 
+@primitive
+class linear:
+    """``x @ weight.T + bias`` over the last axis of an ``x`` of any rank: one entry per layer."""
+    examples = custom((((3, 4), (5, 4), (5,)), {}), (((2, 3, 4), (5, 4), (5,)), {}),
+                      (((4,), (2, 4), (2,)), {}), (((3, 4), (5, 4)), {}))
+
+    def fwd(x, weight, bias=None):
+        if np.ndim(x) == 0 or np.shape(x)[-1] != np.shape(weight)[-1]:
+            raise OpError(f"input of shape {np.shape(x)} has {np.shape(x)[-1] if np.ndim(x) else 0} "
+                          f"features in its last axis; the weight {np.shape(weight)} expects {np.shape(weight)[-1]}")
+        y = x @ weight.T
+        if bias is not None:
+            y += bias
+        return y, (x, weight)
+
+    def bwd(res, g, needs):
+        x, weight = res
+        dx = g @ weight if needs[0] else None
+        dw = db = None
+        if needs[1]:   # one GEMM over every leading axis at once
+            dw = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+        if len(needs) > 2 and needs[2]:
+            db = g.reshape(-1, g.shape[-1]).sum(axis=0)
+        return (dx, dw, db)[:len(needs)]
+
+
 # -- reductions ---------------------------------------------------------------------------------
 
 def _expand(g, ndim, axis, keepdims):

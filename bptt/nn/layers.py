@@ -1,0 +1,154 @@
+"""Feedforward layers: Linear, Sequential, activations and Dropout."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bptt import ops
+from bptt.nn import init
+from bptt.nn.module import Module, Parameter
+from bptt.rng import generator
+from bptt.tape import Tensor, get_default_dtype
+
+__all__ = ["Linear", "Sequential", "Identity", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "Dropout"]
+
+
+def check_float(x, who):
+    """``x`` as something a layer can compute with, or a TypeError naming the layer and dtype."""
+    dtype = x.dtype if isinstance(x, (Tensor, np.ndarray)) else np.asarray(x).dtype
+    if dtype.kind != "f":
+        raise TypeError(f"{who}: input has dtype {dtype}; need floating point (cast with .astype(np.float32))")
+    return x
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias`` over the last axis of an input of any rank.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    dtype : numpy dtype, optional
+        Of the parameters; the default dtype (float32) when None.
+
+    Attributes
+    ----------
+    weight : Parameter, shape (out_features, in_features)
+        Initialised as PyTorch does: U(-1/sqrt(in_features), 1/sqrt(in_features))
+        (``kaiming_uniform_`` with a = sqrt(5)).
+    bias : Parameter, shape (out_features,), or None
+        U(-1/sqrt(in_features), 1/sqrt(in_features)).
+
+    Shapes
+    ------
+    x (..., in_features) -> y (..., out_features)
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=None, rng=None):
+        super().__init__()
+        for name, n in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"Linear: {name} must be a positive integer, got {n!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        dtype = np.dtype(dtype or get_default_dtype())
+        self.weight = Parameter(np.empty((out_features, in_features), dtype))
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=rng)
+        self.bias = None
+        if bias:
+            bound = 1 / math.sqrt(in_features)
+            self.bias = init.uniform_(Parameter(np.empty(out_features, dtype)), -bound, bound, rng)
+
+    def forward(self, x):
+        check_float(x, repr(self))
+        if np.ndim(x) == 0 or np.shape(x)[-1] != self.in_features:
+            raise ValueError(f"{self!r}: input of shape {np.shape(x)} has "
+                             f"{np.shape(x)[-1] if np.ndim(x) else 0} features in its last axis, "
+                             f"expected {self.in_features}")
+        if self.bias is None:
+            return ops.linear(x, self.weight)
+        return ops.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Sequential(Module):
+    """Modules applied in order; children are named "0", "1", ... as in PyTorch."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: item {i} is a {type(m).__name__}, not a Module")
+            setattr(self, str(i), m)
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return ops.tanh(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return ops.sigmoid(x)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return ops.relu(x)
+
+
+class LeakyReLU(Module):
+    """``max(x, 0) + negative_slope * min(x, 0)``."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        return ops.maximum(x, 0.0) + self.negative_slope * ops.minimum(x, 0.0)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Dropout(Module):
+    """Zero each element with probability ``p`` in training and scale the rest by 1/(1-p);
+    the identity in eval mode.  Masks come from ``rng`` or the package-wide generator."""
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = rng
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        keep = generator(self.rng).random(np.shape(x)) >= self.p
+        return x * (keep / (1.0 - self.p)).astype(x.dtype)
+
+    def extra_repr(self):
+        return f"p={self.p}"
