@@ -36,6 +36,9 @@ def save_npz(path, arrays):
 def load_npz(path):
     """Read an ``.npz`` file into ``{name: array}``; object (pickled) arrays are refused."""
     path = os.fspath(path)
+    if os.path.exists(path) and not zipfile.is_zipfile(path):
+        # checked first: np.load would take any non-zip file for a pickle
+        raise ValueError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
