@@ -1,0 +1,157 @@
+"""What every task shares: sizes, loss and metric, fixed validation/test sets, scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import log_softmax
+
+from bptt.rng import generator
+
+__all__ = ["Task", "METRICS"]
+
+METRICS = {"mse": "mse", "rmse": "mse", "mae": "mse", "accuracy": "cross_entropy",
+           "cross_entropy": "cross_entropy"}   # metric -> the loss it belongs with
+
+
+class Task:
+    """A sequence task: batches ``(x, y, mask)`` shaped (T, B, ...) drawn from a Generator.
+
+    Subclasses set the attributes below and implement ``_generate(n, rng)`` and ``baselines()``.
+
+    Attributes
+    ----------
+    name : str
+    input_size, output_size : int
+        I and O (O = number of classes for 'cross_entropy' tasks).
+    loss : {'mse', 'cross_entropy'}
+        What training minimises, per step (``bptt.tasks.loss_function``).
+    metric : {'mse', 'rmse', 'mae', 'accuracy', 'cross_entropy'}
+        What ``score`` reports.
+    seq_len : int
+        T.
+    seed : int
+        Fixes the validation and test sets (and a synthetic series).
+    forecasting : bool
+        True for series tasks (they also have ``unscale``).
+    description : str
+        One line: what the task tests.
+    """
+
+    name = ""
+    input_size = output_size = seq_len = 0
+    loss = "mse"
+    metric = "mse"
+    forecasting = False
+    description = ""
+
+    def __init__(self, seed=0, validation_size=512, test_size=1000):
+        for label, size in (("validation_size", validation_size), ("test_size", test_size)):
+            if int(size) < 1:
+                raise ValueError(f"task {self.name!r}: {label} must be >= 1, got {size}")
+        self.seed = int(seed)
+        self.validation_size = int(validation_size)
+        self.test_size = int(test_size)
+        self._fixed = {}
+
+    # --- data ---------------------------------------------------------------------------------
+    def batch(self, batch_size, rng=None):
+        """A fresh batch.
+
+        Parameters
+        ----------
+        batch_size : int
+            B.
+        rng : numpy.random.Generator, optional
+            The package-wide generator when None.
+
+        Returns
+        -------
+        x : np.ndarray
+            float32 (T, B, I).
+        y : np.ndarray
+            float32 (T, B, O) for 'mse' tasks; int64 class indices (T, B) for 'cross_entropy'.
+        mask : np.ndarray
+            float32 (T,): 1 at the steps the loss and metric count, 0 elsewhere.
+        """
+        if int(batch_size) < 1:
+            raise ValueError(f"task {self.name!r}: batch_size must be >= 1, got {batch_size}")
+        return self._generate(int(batch_size), generator(rng))
+
+    def validation_set(self):
+        """The fixed validation set ``(x, y, mask)``, the same for the same seed."""
+        return self._fixed_set("validation", 1, self.validation_size)
+
+    def test_set(self):
+        """The fixed test set ``(x, y, mask)``, the same for the same seed."""
+        return self._fixed_set("test", 2, self.test_size)
+
+    def _fixed_set(self, part, stream, size):
+        if part not in self._fixed:
+            # A stream of its own per part: the test set does not move when validation_size does.
+            self._fixed[part] = self._generate(size, np.random.default_rng([self.seed, stream]))
+        return self._fixed[part]
+
+    def _generate(self, n, rng):
+        raise NotImplementedError
+
+    # --- scoring ------------------------------------------------------------------------------
+    def score(self, pred, y, mask):
+        """The task's metric of predictions ``pred`` against ``y`` over the steps ``mask`` selects.
+
+        Parameters
+        ----------
+        pred : np.ndarray
+            (T, B, O): values for 'mse' tasks, logits for 'cross_entropy' tasks.
+        y, mask : np.ndarray
+            As returned by ``batch`` / ``test_set``.
+
+        Returns
+        -------
+        float
+            Averaged over the selected steps and the batch (weighted by ``mask``).
+        """
+        pred = np.asarray(pred, dtype=np.float64)
+        y = np.asarray(y)
+        mask = np.asarray(mask, dtype=np.float64)
+        T, B = y.shape[:2]
+        want = (T, B, self.output_size)
+        if pred.shape != want:
+            raise ValueError(f"task {self.name!r}: score needs pred of shape (T, B, O) = {want}, "
+                             f"got {pred.shape}")
+        if mask.shape != (T,):
+            raise ValueError(f"task {self.name!r}: score needs mask of shape (T,) = {(T,)}, "
+                             f"got {mask.shape}")
+        if mask.sum() <= 0:
+            raise ValueError(f"task {self.name!r}: mask selects no step")
+        if self.loss == "cross_entropy":
+            if self.metric == "accuracy":
+                per = (pred.argmax(axis=-1) == y).astype(np.float64)
+            else:
+                per = -np.take_along_axis(log_softmax(pred, axis=-1), y[..., None], axis=-1)[..., 0]
+        else:
+            d = self._errors(pred, y)
+            per = np.abs(d).mean(axis=-1) if self.metric == "mae" else (d * d).mean(axis=-1)
+        value = float((per * mask[:, None]).sum() / (mask.sum() * B))
+        return float(np.sqrt(value)) if self.metric == "rmse" else value
+
+    def _errors(self, pred, y):
+        return pred - y
+
+    def baselines(self):
+        """``{name: metric value}`` of simple reference predictors on the test set."""
+        raise NotImplementedError
+
+    def describe(self):
+        """A JSON-ready summary: sizes, loss, metric, baselines (what ``bptt tasks`` prints)."""
+        return {"name": self.name, "description": self.description, "forecasting": self.forecasting,
+                "input_size": self.input_size, "output_size": self.output_size,
+                "seq_len": self.seq_len, "loss": self.loss, "metric": self.metric,
+                "sizes": self.sizes(), "baselines": self.baselines()}
+
+    def sizes(self):
+        """Sequences (toy tasks) or time points (series) in each part."""
+        return {"train": None, "validation": self.validation_size, "test": self.test_size}
+
+    def __repr__(self):
+        return (f"<task {self.name}: T={self.seq_len} I={self.input_size} O={self.output_size} "
+                f"loss={self.loss} metric={self.metric}>")
