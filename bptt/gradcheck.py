@@ -16,19 +16,18 @@ class GradcheckError(AssertionError):
 def numerical_grad(f, x, eps=1e-6):
     """Central differences of the scalar function ``f()`` with respect to the array ``x``.
 
-    ``x`` is perturbed in place, one element at a time, and restored.
+    ``x`` is perturbed in place, one element at a time, and restored (indexing element by
+    element, so that a non-contiguous ``x``, e.g. a transposed view, is perturbed too).
     """
-    grad = np.zeros_like(x)
-    flat = x.reshape(-1)  # a view: writes go to x
-    gflat = grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
+    grad = np.zeros(x.shape, dtype=np.float64)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
         up = f()
-        flat[i] = old - eps
+        x[i] = old - eps
         down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
+        x[i] = old
+        grad[i] = (up - down) / (2 * eps)
     return grad
 
 

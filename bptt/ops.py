@@ -350,6 +350,19 @@ class sigmoid:
 
 
 @primitive
+class softplus:
+    """``log(1 + exp(x))``, finite for any x (the log-sigmoid is ``-softplus(-x)``)."""
+    examples = unary(-6, 6)
+
+    def fwd(x):
+        # logaddexp(0, x) never forms exp(x) for large x, where log1p(exp(x)) overflows
+        return np.logaddexp(0, x), x
+
+    def bwd(x, g, needs):
+        return (g * _sigmoid(x),)
+
+
+@primitive
 class relu:
     examples = unary(0.1, 2, sign=True)
 
@@ -538,22 +551,27 @@ class reshape:
 
 @primitive
 class transpose:
-    examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axes": (1, 2, 0)}), (((2, 3, 4),), {"axes": (0, 2, 1)}))
+    examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axes": (1, 2, 0)}), (((2, 3, 4),), {"axes": (0, 2, 1)}),
+                      (((2, 3, 4),), {"axes": (-1, 0, 1)}))
 
     def fwd(x, axes=None):
-        return np.transpose(x, axes), axes
+        y = np.transpose(x, axes)
+        # the inverse permutation, from axes made non-negative (argsort of (-1, 0, 1) is not it)
+        return y, (None if axes is None else np.argsort([a % y.ndim for a in axes]))
 
-    def bwd(axes, g, needs):
-        return (np.transpose(g, None if axes is None else np.argsort(axes)),)
+    def bwd(inverse, g, needs):
+        return (np.transpose(g, inverse),)
 
 
 @primitive
 class getitem:
-    """``x[index]``: basic slicing and integer-array indexing (repeated indices accumulate)."""
+    """``x[index]``: basic slicing, integer-array and boolean indexing (repeated indices accumulate)."""
     examples = custom((((5, 4),), {"index": (slice(1, 4), 2)}), (((5, 4),), {"index": np.array([0, 2, 2, 4])}),
                       (((2, 3, 4),), {"index": (Ellipsis, slice(None, None, -2))}),
                       (((5, 4),), {"index": (np.array([1, 3, 1]), np.array([0, 2, 0]))}),
-                      (((5, 4),), {"index": 3}), (((5, 4),), {"index": (None, slice(2), np.newaxis)}))
+                      (((5, 4),), {"index": 3}), (((5, 4),), {"index": (None, slice(2), np.newaxis)}),
+                      (((5, 4),), {"index": (np.array([1, 3, 1]), slice(1, 3))}),
+                      (((5, 4),), {"index": np.array([True, False, True, True, False])}))
 
     def fwd(x, index):
         parts = index if isinstance(index, tuple) else (index,)

@@ -18,13 +18,16 @@ accumulates cotangents with ``+`` (a hidden state always fans out).  Broadcastin
 once, not in each rule.  After the replay the entries are freed unless ``retain_graph=True``.
 
 Because an entry keeps the arrays it was recorded with, rebinding ``param.data`` afterwards (as
-the optimizers do) never changes what backward computes through that entry.
+the optimizers do) never changes what backward computes through that entry.  Entries keep
+references, not copies (copying every input would double the cost of a step), so writing into a
+recorded array in place (``param.data[...] = ...``) before backward is not supported: rebind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import operator
 import weakref
 
 import numpy as np
@@ -93,6 +96,7 @@ class Entry:
 
     @property
     def freed(self):
+        """Whether a backward without ``retain_graph`` has released this entry."""
         return self.inputs is None
 
 
@@ -102,11 +106,13 @@ class Tensor:
     Parameters
     ----------
     data : array_like
-        The value.  An ``np.ndarray`` keeps its dtype; Python scalars and lists take the default
-        dtype (float32 unless changed with ``bptt.set_default_dtype``).
+        The value.  An ``np.ndarray`` (or numpy scalar) keeps its dtype; Python scalars and lists
+        take the default dtype (float32 unless changed with ``bptt.set_default_dtype``).
     requires_grad : bool
         Whether gradients are accumulated into ``.grad`` by ``backward``.  Only floating-point
         tensors can require grad.
+    dtype : dtype, optional
+        Convert to this dtype (no copy when ``data`` already has it).
 
     Attributes
     ----------
@@ -121,10 +127,9 @@ class Tensor:
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
             data = data.data
-        if isinstance(data, np.ndarray):
-            arr = data if dtype is None else data.astype(dtype, copy=False)
-        else:
-            arr = np.asarray(data, dtype=_default_dtype if dtype is None else dtype)
+        if dtype is None and not isinstance(data, (np.ndarray, np.generic)):
+            dtype = _default_dtype
+        arr = np.asarray(data, dtype=dtype)
         if requires_grad and arr.dtype.kind != "f":
             raise TypeError(f"Tensor: only floating-point tensors can require grad, got {arr.dtype}")
         self.data = arr
@@ -224,8 +229,6 @@ class Tensor:
 
 
 def _accumulate_leaf(t, g):
-    if g.shape != t.data.shape:
-        g = unbroadcast(g, t.data.shape)
     if t.grad is None:
         # copy: g may be shared with other inputs (add passes one array to both)
         t.grad = np.array(g, dtype=t.data.dtype, copy=True)
@@ -233,77 +236,94 @@ def _accumulate_leaf(t, g):
         t.grad += g
 
 
-def unbroadcast(g, shape):
-    """Sum ``g`` down to ``shape``, undoing numpy broadcasting."""
+def unbroadcast(g, shape, op="backward"):
+    """Sum ``g`` down to ``shape``, undoing numpy broadcasting.
+
+    Raises a ValueError naming ``op`` when ``g`` is not ``shape`` broadcast (a VJP that returned
+    a cotangent of the wrong shape).
+    """
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
-    if lead < 0:
-        raise ValueError(f"backward: cotangent of shape {g.shape} cannot reduce to {shape}")
-    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape)
+    if lead >= 0:
+        axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape)
+                                          if n == 1 and g.shape[i + lead] != 1)
+        if axes:
+            g = g.sum(axis=axes, keepdims=True)
+        if g.shape[lead:] == shape:
+            return g.reshape(shape)
+    raise ValueError(f"{op}: cotangent of shape {g.shape} cannot reduce to the input's shape {shape}")
+
+
+_by_seq = operator.attrgetter("seq")
 
 
 def _reachable(root):
-    """Entries reachable from ``root``, newest first (iterative: a 10^4-step chain is fine)."""
-    seen = set()
-    order = []
+    """Entries reachable from ``root``, newest first (iterative: a 10^4-step chain is fine).
+
+    Recording order is a topological order (an entry's inputs were all produced earlier), so
+    sorting by it is enough; every entry is checked before any gradient is accumulated, so a
+    backward through a freed entry fails without touching ``.grad``.
+    """
+    seen = {root}
     stack = [root]
     while stack:
         e = stack.pop()
-        if id(e) in seen:
-            continue
-        if e.freed:
+        if e.inputs is None:
             raise RuntimeError(
                 f"backward: the tape entry for '{e.op.name}' was freed by an earlier backward; "
                 "pass retain_graph=True to the first backward to go through it twice")
-        seen.add(id(e))
-        order.append(e)
         for t in e.inputs:
-            if t is not None and t._entry is not None:
-                stack.append(t._entry)
-    order.sort(key=lambda e: e.seq, reverse=True)
-    return order
+            if t is not None:
+                src = t._entry
+                if src is not None and src not in seen:
+                    seen.add(src)
+                    stack.append(src)
+    return sorted(seen, key=_by_seq, reverse=True)
 
 
 def run_backward(root, grad, retain_graph=False):
     """Replay the tape from ``root`` (a Tensor) with cotangent ``grad``."""
-    if root._entry is None:
+    entry = root._entry
+    if entry is None:
         _accumulate_leaf(root, grad)
         return
-    pending = {id(root._entry): {root._index: grad}}
-    for e in _reachable(root._entry):
-        gs = pending.pop(id(e), None)
-        if gs is None:
-            continue
-        if e.retained:
-            for i, ref in e.retained.items():
-                t = ref()
-                if t is not None and i in gs:
-                    _accumulate_leaf(t, gs[i])
-        if e.n_out == 1:
-            g = gs[0]
-        else:
-            g = tuple(gs[i] if i in gs else np.zeros(shape, dtype)
-                      for i, (shape, dtype) in enumerate(e.out_meta))
-        needs = tuple(t is not None for t in e.inputs)
-        dxs = e.op.bwd(e.res, g, needs)
-        for t, dx in zip(e.inputs, dxs):
-            if t is None or dx is None:
-                continue
-            data = t.data
-            if dx.dtype != data.dtype:
-                dx = dx.astype(data.dtype)
-            src = t._entry
-            if src is None:
-                _accumulate_leaf(t, dx)
-                continue
-            if dx.shape != data.shape:
-                dx = unbroadcast(dx, data.shape)
-            slot = pending.setdefault(id(src), {})
-            k = t._index
-            slot[k] = slot[k] + dx if k in slot else dx   # new array: dx may be shared
+    order = _reachable(entry)
+    # cotangents waiting for each entry: the array itself for a single-output entry,
+    # {output index: array} for a multiple-output one
+    pending = {entry: grad if entry.n_out == 1 else {root._index: grad}}
+    for e in order:
+        g = pending.pop(e, None)
+        if g is not None:
+            if e.n_out != 1:
+                gs = g
+                g = tuple(gs[i] if i in gs else np.zeros(shape, dtype)
+                          for i, (shape, dtype) in enumerate(e.out_meta))
+            if e.retained:
+                for i, ref in e.retained.items():
+                    t = ref()
+                    gi = g if e.n_out == 1 else gs.get(i)
+                    if t is not None and gi is not None:
+                        _accumulate_leaf(t, gi)
+            inputs = e.inputs
+            dxs = e.op.bwd(e.res, g, tuple(t is not None for t in inputs))
+            for t, dx in zip(inputs, dxs):
+                if t is None or dx is None:
+                    continue
+                data = t.data
+                if dx.dtype != data.dtype:
+                    dx = dx.astype(data.dtype)
+                if dx.shape != data.shape:
+                    dx = unbroadcast(dx, data.shape, e.op.name)
+                src = t._entry
+                if src is None:
+                    _accumulate_leaf(t, dx)
+                elif src.n_out == 1:
+                    prev = pending.get(src)
+                    pending[src] = dx if prev is None else prev + dx   # new array: dx may be shared
+                else:
+                    slot = pending.setdefault(src, {})
+                    k = t._index
+                    slot[k] = slot[k] + dx if k in slot else dx
         if not retain_graph:
             e.res = e.inputs = None
