@@ -3,3 +3,7 @@
 from bptt.nn.module import Module, Parameter
 from bptt.nn.layers import Linear, Sequential, Identity, Tanh, Sigmoid, ReLU, LeakyReLU, Dropout
 from bptt.nn import init
+from bptt.nn.losses import (mse_loss, l1_loss, huber_loss, binary_cross_entropy_with_logits,
+                             cross_entropy, MSELoss, L1Loss, HuberLoss, BCEWithLogitsLoss,
+                             CrossEntropyLoss)
+from bptt.nn.recurrent import RNNCell, LSTMCell, GRUCell, RNN, LSTM, GRU, SequenceModel

@@ -1,0 +1,240 @@
+"""Figures of the gradient-flow measurements: the one module that imports matplotlib.
+
+Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas, never through pyplot, so
+drawing them needs no display and leaves alone whatever backend a user has chosen.  Every
+function returns the Figure, takes ``ax=`` to draw into an existing Axes instead (a pyplot or
+notebook figure), and writes the figure when given ``path=`` (.png, .svg or .pdf).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from bptt.diagnostics import ParameterGradNorms, decay_rate
+
+__all__ = ["plot_gradient_decay", "plot_jacobian_spectrum", "plot_parameter_grad_flow",
+           "plot_gradient_heatmap", "save"]
+
+FORMATS = ("png", "svg", "pdf")
+
+
+def _axes(ax, figsize):
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def save(fig, path, dpi=150):
+    """Write ``fig`` to ``path``; the format comes from the extension (png, svg or pdf)."""
+    ext = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if ext not in FORMATS:
+        raise ValueError(f"plots: cannot write {os.fspath(path)!r}; the file name must end in "
+                         f"{', '.join('.' + f for f in FORMATS)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, format=ext, dpi=dpi)
+    return path
+
+
+def _finish(fig, ax, title, path):
+    if title:
+        ax.set_title(title)
+    if path is not None:
+        save(fig, path)
+    return fig
+
+
+def _rows(values, who, label):
+    """A curve or a stack of curves as a 2-D float array (rows: batches or seeds)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or a.shape[1] < 1:
+        raise ValueError(f"{who}: {label!r} must be a curve (T,) or curves (R, T), got shape {np.shape(values)}")
+    return a
+
+
+def _positive(a):
+    """Non-positive values as NaN: a log axis cannot show them."""
+    return np.where(a > 0, a, np.nan)
+
+
+def plot_gradient_decay(curves, path=None, *, normalize=False, quantiles=(0.25, 0.75), truncation=None,
+                        fit=True, title=None, ax=None):
+    """Gradient norm against the lag behind the loss, one line per label, on a log scale.
+
+    Parameters
+    ----------
+    curves : mapping of str to array_like
+        Label -> a curve indexed by timestep (T,), e.g. a row of
+        ``diagnostics.hidden_grad_norms``, or curves (R, T), one row per batch example or seed.
+        Drawn against lag = T-1-t.
+    path : str or path-like, optional
+        Also write the figure there.
+    normalize : bool
+        Divide each curve by its value at lag 0, so curves of different scales start at 1.
+    quantiles : (float, float)
+        The band drawn around the median of the rows (none for a single curve).
+    truncation : int or mapping of str to int, optional
+        A dotted vertical line at this lag (e.g. ``diagnostics.suggest_truncation``), one for
+        all curves or one per label in the label's colour.
+    fit : bool
+        Put ``diagnostics.decay_rate`` of the median curve in the legend.
+    title : str, optional
+    ax : matplotlib Axes, optional
+        Draw here instead of on a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if not curves:
+        raise ValueError("plot_gradient_decay: curves is empty; give at least one label -> curve")
+    lo, hi = quantiles
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"plot_gradient_decay: quantiles must be 0 <= low <= high <= 1, got {quantiles}")
+    fig, ax = _axes(ax, (7, 4.5))
+    for label, values in curves.items():
+        a = _rows(values, "plot_gradient_decay", label)[:, ::-1]      # columns now by lag
+        if normalize:
+            a = a / np.where(a[:, :1] > 0, a[:, :1], np.nan)
+        lag = np.arange(a.shape[1])
+        median = np.median(a, axis=0)
+        text = str(label)
+        if fit:
+            try:
+                f = decay_rate(np.nan_to_num(median[::-1]))
+                text += f"  (rate {f.rate:+.4f}/step, x{f.factor:.4f})"
+            except ValueError:
+                pass    # fewer than two positive points: nothing to fit, the line says it all
+        (line,) = ax.plot(lag, _positive(median), label=text, lw=1.6)
+        if a.shape[0] > 1:
+            band = np.quantile(a, [lo, hi], axis=0)
+            ax.fill_between(lag, _positive(band[0]), _positive(band[1]), color=line.get_color(),
+                            alpha=0.2, lw=0)
+        k = truncation.get(label) if isinstance(truncation, dict) else truncation
+        if k is not None:
+            ax.axvline(k, color=line.get_color() if isinstance(truncation, dict) else "0.3", ls=":", lw=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("lag T-1-t (steps back from the loss)")
+    ax.set_ylabel("||dL/dh_t|| / ||dL/dh_T-1||" if normalize else "||dL/dh_t||")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize="small")
+    return _finish(fig, ax, title, path)
+
+
+def plot_jacobian_spectrum(spectra, path=None, *, title=None, ax=None):
+    """Singular values of dh_T/dh_t against the lag: largest solid, smallest dashed, range shaded.
+
+    Parameters
+    ----------
+    spectra : array_like or mapping of str to array_like
+        (T, H) descending singular values per step (``jacobian_norms(...,
+        singular_values=True)[1]``), or (T,) spectral norms alone; a mapping draws one set per label.
+    path : str or path-like, optional
+    title : str, optional
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if not isinstance(spectra, dict):
+        spectra = {"": spectra}
+    fig, ax = _axes(ax, (7, 4.5))
+    for label, values in spectra.items():
+        s = np.asarray(values, dtype=np.float64)
+        s = s[:, None] if s.ndim == 1 else s
+        if s.ndim != 2:
+            raise ValueError(f"plot_jacobian_spectrum: {label!r} must be (T,) or (T, H), got shape {np.shape(values)}")
+        s = s[::-1]
+        lag = np.arange(s.shape[0])
+        name = f"{label} " if label else ""
+        (line,) = ax.plot(lag, _positive(s[:, 0]), lw=1.6, label=f"{name}largest singular value")
+        if s.shape[1] > 1:
+            ax.plot(lag, _positive(s[:, -1]), ls="--", lw=1.2, color=line.get_color(),
+                    label=f"{name}smallest singular value")
+            ax.fill_between(lag, _positive(s[:, -1]), _positive(s[:, 0]), color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("lag T-1-t")
+    ax.set_ylabel("singular values of dh_T/dh_t")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize="small")
+    return _finish(fig, ax, title, path)
+
+
+def plot_parameter_grad_flow(stats, path=None, *, title=None, ax=None):
+    """Bars of max and mean |grad| per parameter, on a log scale: the per-layer flow chart.
+
+    Parameters
+    ----------
+    stats : diagnostics.ParameterGradNorms
+        From ``diagnostics.parameter_grad_norms(model)`` after a backward pass.
+    path : str or path-like, optional
+    title : str, optional
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if not isinstance(stats, ParameterGradNorms):
+        raise TypeError(f"plot_parameter_grad_flow: need the result of diagnostics.parameter_grad_norms, "
+                        f"got {type(stats).__name__}")
+    fig, ax = _axes(ax, (max(5, 0.6 * len(stats.names) + 2), 4.5))
+    where = np.arange(len(stats.names))
+    ax.bar(where, _positive(stats.max), width=0.8, color="tab:cyan", alpha=0.6, label="max |grad|")
+    ax.bar(where, _positive(stats.mean), width=0.8, color="tab:blue", label="mean |grad|")
+    ax.set_xticks(where, stats.names, rotation=45, ha="right", fontsize="small")
+    ax.set_yscale("log")
+    ax.set_ylabel("|grad|")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    return _finish(fig, ax, title, path)
+
+
+def plot_gradient_heatmap(norms, path=None, *, ylabel="layer", labels=None, title=None, ax=None):
+    """Gradient norms as an image: rows (layers or examples) against timesteps, log colour scale.
+
+    Parameters
+    ----------
+    norms : array_like, shape (R, T)
+        E.g. ``hidden_grad_norms(...)`` (rows are layers) or one layer of its ``per_example``
+        result transposed to (B, T).
+    path : str or path-like, optional
+    ylabel : str
+        What the rows are.
+    labels : sequence of str, optional
+        One per row; row numbers when None.
+    title : str, optional
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    a = np.asarray(norms, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"plot_gradient_heatmap: norms must be 2-D (rows, T), got shape {a.shape}")
+    if labels is not None and len(labels) != a.shape[0]:
+        raise ValueError(f"plot_gradient_heatmap: {len(labels)} labels for {a.shape[0]} rows")
+    positive = a[a > 0]
+    if positive.size == 0:
+        raise ValueError("plot_gradient_heatmap: every norm is 0; nothing to draw on a log scale")
+    fig, ax = _axes(ax, (8, max(2.5, 0.35 * a.shape[0] + 1.5)))
+    image = ax.imshow(np.ma.masked_less_equal(a, 0), aspect="auto", interpolation="nearest",
+                      norm=LogNorm(vmin=positive.min(), vmax=positive.max()), cmap="viridis",
+                      extent=(-0.5, a.shape[1] - 0.5, a.shape[0] - 0.5, -0.5))
+    fig.colorbar(image, ax=ax, label="||dL/dh_t||")
+    ax.set_xlabel("timestep t")
+    ax.set_ylabel(ylabel)
+    if labels is not None:
+        ax.set_yticks(np.arange(a.shape[0]), labels)
+    return _finish(fig, ax, title, path)
