@@ -1,0 +1,404 @@
+"""Truncated backpropagation through time over streams: BPTT(k2; k1).
+
+A stream is fed one step at a time, the recurrent state carried forward.  Every ``k1`` steps, at
+step t, one update is made with the gradient of
+
+    (sum over s in (t-k1, t] of m_s * L_s) / max(1, sum of those m_s)
+
+in which the state h_{t-k2} is held constant: the losses of the last k1 steps are backpropagated
+through the last k2 steps (Williams and Peng's BPTT(h; h'), written with Sutskever's k1, k2).
+k1 = k2 is "detach every k steps"; k1 = k2 = T is full BPTT.
+
+How it is done, exactly and in bounded memory.  The stream is recorded in *pieces*: runs of steps
+that cross neither an update point (t = k1, 2 k1, ...) nor a cut point (t - k2 for those t).
+Each piece starts from its own detached copy of the state before it::
+
+    piece (a, b]:  leaf = h_a copied, cut from the tape
+                   y, h_b = model(x[a:b], leaf)      (or model.step for a one-step piece)
+                   L_s = loss_fn(y_s, target_s) for s in (a, b]
+    update at t:   for each piece in (t-k2, t], newest first:
+                       backward of  sum_s w_s L_s + <h_b, dh_b>
+                       dh_a = leaf.grad
+
+so holding h_{t-k2} constant is stopping the loop there, and the cotangent between pieces is
+chained here rather than by the tape.  Each piece's entries keep the activations and weight
+arrays they were recorded with (optimizers rebind ``p.data``), so a piece that several windows
+overlap backpropagates as it ran; it is backpropagated with ``retain_graph`` while a later
+window still needs it and freed after its last use.  Pieces go through the model's sequence path
+(``model(x, state)``) when it has one and draws no random numbers; otherwise they are single
+steps.  A cut that falls inside a multi-step piece (only ``finish``, or updates after it, can
+ask for one) is served by replaying the piece from its stored state with the weights it ran with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from bptt import functional as F
+from bptt.nn.layers import Dropout
+from bptt.nn.module import Module
+from bptt.optim import clip_grad_norm
+from bptt.tape import Tensor, no_grad
+
+__all__ = ["TBPTT"]
+
+
+def _flat(state):
+    """A state (a Tensor, or a tuple of Tensors such as an LSTM's (h, c)) as a tuple of Tensors."""
+    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
+
+
+def _shaped(like, tensors):
+    """``tensors`` in the structure of the state ``like``."""
+    return tuple(tensors) if isinstance(like, (tuple, list)) else tensors[0]
+
+
+def _data(t):
+    return t.data if isinstance(t, Tensor) else np.asarray(t)
+
+
+class _Piece:
+    """Consecutive steps recorded from one detached entering state, never across an update."""
+
+    __slots__ = ("start", "n", "x", "state", "weights", "leaf", "out", "losses", "m", "replayable")
+
+    def __init__(self, start, x, state, weights, leaf, out, losses, m, replayable):
+        self.start = start        # stream position before its first step
+        self.n = len(x)
+        self.x = x                # inputs, the entering state (detached) and the parameter
+        self.state = state        # arrays it ran with: enough to replay it
+        self.weights = weights
+        self.leaf = leaf          # tuple of leaf Tensors it was recorded from (None once freed)
+        self.out = out            # tuple of output-state Tensors
+        self.losses = losses      # list of scalar Tensors (None where m is 0), or a (n,) Tensor
+        self.m = m                # mask (n,)
+        self.replayable = replayable   # recorded with no random draws: a replay reproduces it
+
+    def free(self):
+        self.leaf = self.out = self.losses = None
+
+
+class TBPTT:
+    """Train a recurrent model on a stream with truncated BPTT, BPTT(k2; k1).
+
+    Every ``k1`` steps one update is made from the masked mean of the last ``k1`` steps' losses,
+    backpropagated through the last ``k2`` steps with the state entering them held constant.
+
+    Parameters
+    ----------
+    model : object
+        Has ``step(x_t, state) -> (y_t, state)`` and ``initial_state(batch_size)``; a state is a
+        Tensor or a tuple of Tensors.  ``bptt.nn.SequenceModel`` is one.  A ``Module`` also gives
+        its parameters to gradient clipping and norms, and its ``forward(x, state)`` to the
+        sequence path.
+    loss_fn : callable
+        ``loss_fn(y_pred_t, y_t)`` -> scalar Tensor, for one step.
+    optimizer : object
+        Has ``zero_grad()`` and ``step()``, e.g. ``bptt.optim.SGD(model.parameters(), lr=0.1)``.
+    k1 : int
+        Steps between updates, >= 1.
+    k2 : int, optional
+        Steps backpropagated through at each update, >= k1 (default k1).
+    clip_norm : float, optional
+        Clip the joint gradient norm to this before each update (``bptt.optim.clip_grad_norm``).
+    fast_path : bool, optional
+        Run pieces of several steps through ``model(x_piece, state)``.  None (the default) does
+        so when the model is a Module with a sequence ``forward`` and no active dropout; False
+        never (every step through ``step``); True requires a sequence ``forward``.
+    window_loss : callable, optional
+        ``window_loss(y_pred, y)`` -> the (T,) Tensor of per-step losses of a piece, equal to
+        ``loss_fn`` step by step.  The sequence path then records a few entries per piece
+        instead of a few per step, e.g. for ``mse_loss`` on (T, B, O) outputs
+        ``lambda p, t: nn.mse_loss(p, t, reduction='none').mean(axis=(1, 2))``.  Every step's
+        loss is computed; masked steps are weighted 0.
+
+    Attributes
+    ----------
+    state : Tensor or tuple of Tensor or None
+        The carried state after the last step fed, detached; None at the start of a stream.
+    history : list of dict
+        One record per update: ``step`` (steps fed so far, counted over every stream), ``loss``
+        (the masked mean that was differentiated), ``grad_norm`` (before clipping), ``clipped``.
+    steps : int
+        Steps fed so far, over every stream.
+
+    Notes
+    -----
+    The gradient of every update is set on every parameter, zeros included (a window whose mask
+    is all zero gives a zero gradient, and the optimizer still steps, as the formula says).
+
+    Shapes
+    ------
+    x (T, B, I), y (T, B, ...) as ``loss_fn`` takes it per step, mask (T,)
+
+    Examples
+    --------
+    >>> import numpy as np, bptt
+    >>> model = bptt.nn.SequenceModel("lstm", 1, 16, 1)
+    >>> trainer = bptt.TBPTT(model, bptt.nn.mse_loss, bptt.optim.Adam(model.parameters()),
+    ...                      k1=10, k2=30)
+    >>> s = np.sin(0.1 * np.arange(1001, dtype=np.float32))[:, None, None]
+    >>> for a in range(0, 1000, 250):                  # a stream, fed in chunks
+    ...     records = trainer.run(s[a:a + 250], s[a + 1:a + 251])
+    >>> len(trainer.history), trainer.history[-1]["step"]
+    (100, 1000)
+    """
+
+    def __init__(self, model, loss_fn, optimizer, k1, k2=None, clip_norm=None, fast_path=None,
+                 window_loss=None):
+        for name in ("step", "initial_state"):
+            if not callable(getattr(model, name, None)):
+                raise TypeError(f"TBPTT: the model needs a {name}() method; "
+                                f"{type(model).__name__} has none")
+        for name in ("zero_grad", "step"):
+            if not callable(getattr(optimizer, name, None)):
+                raise TypeError(f"TBPTT: the optimizer needs a {name}() method; "
+                                f"{type(optimizer).__name__} has none")
+        k2 = k1 if k2 is None else k2
+        for name, k in (("k1", k1), ("k2", k2)):
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+                raise TypeError(f"TBPTT: {name} must be an integer, got {k!r}")
+        if k1 < 1:
+            raise ValueError(f"TBPTT: k1 (steps between updates) must be >= 1, got {k1}")
+        if k2 < k1:
+            raise ValueError(f"TBPTT: k2 (steps backpropagated) must be >= k1; got k1={k1}, k2={k2}")
+        if clip_norm is not None and not clip_norm > 0:
+            raise ValueError(f"TBPTT: clip_norm must be positive (or None), got {clip_norm!r}")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.window_loss = window_loss
+        self.k1, self.k2 = int(k1), int(k2)
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        if isinstance(model, Module):
+            self._params = model.parameters()
+        else:
+            self._params = list(getattr(optimizer, "params", []))
+        if self.clip_norm is not None and not self._params:
+            raise TypeError("TBPTT: clip_norm needs the parameters: give a Module as the model "
+                            "or an optimizer with a params list")
+        has_forward = isinstance(model, Module) and type(model).forward is not Module.forward
+        if fast_path and not has_forward:
+            raise ValueError(f"TBPTT: fast_path=True needs a Module with a sequence "
+                             f"forward(x, state); {type(model).__name__} has none")
+        self._fast = has_forward and fast_path is not False
+        self.history = []
+        self.steps = 0
+        self.reset_state()
+
+    # -- public -----------------------------------------------------------------------------
+    def reset_state(self):
+        """Start a new stream: forget the state, the tape and an unfinished window's steps."""
+        self.state = None
+        self._tape = deque()     # pieces covering the last k2 steps (and the rest of the oldest)
+        self._tape_steps = 0
+        self._pos = 0            # steps fed in this stream
+        self._last = 0           # position of the last update
+
+    @property
+    def tape_length(self):
+        """How many of the last steps the kept pieces cover: k2, plus the rest of the oldest
+        piece (fewer than k1 steps); pieces no later window needs whole hold no entries."""
+        return self._tape_steps
+
+    def run(self, x, y, mask=None):
+        """Feed a (chunk of a) sequence, updating every k1 steps.
+
+        The state, and a window left incomplete by the previous call, carry over: feeding a
+        sequence in chunks of any lengths gives the same updates as feeding it at once.
+
+        Parameters
+        ----------
+        x : array_like or Tensor
+            Inputs.
+        y : array_like or Tensor
+            Targets; ``y[t]`` is given to ``loss_fn``.
+        mask : array_like, optional
+            Weight of each step's loss (0 for steps without one); all ones when None.
+
+        Returns
+        -------
+        list of dict
+            The records of the updates made (also appended to ``history``).
+
+        Shapes
+        ------
+        x (T, B, I), y (T, B, ...), mask (T,)
+        """
+        x = _data(x)
+        if x.ndim < 2:
+            raise ValueError(f"TBPTT.run: x must be (T, B, ...), got shape {x.shape}")
+        T = x.shape[0]
+        if len(y) != T:
+            raise ValueError(f"TBPTT.run: x has {T} steps but y has {len(y)}; they must match")
+        if mask is None:
+            mask = np.ones(T)
+        else:
+            mask = np.asarray(_data(mask), dtype=np.float64)
+            if mask.shape != (T,):
+                raise ValueError(f"TBPTT.run: mask must have shape (T,) = ({T},), one weight per "
+                                 f"step, got {mask.shape}")
+        if self.state is None:
+            self.state = self._detached(self.model.initial_state(x.shape[1]))
+        records = []
+        t = 0
+        while t < T:
+            # a piece ends at the next update point or cut point (k2 before a later update)
+            since = self._pos - self._last
+            n = min(T - t, self.k1 - since % self.k1, self.k1 - (since + self.k2) % self.k1)
+            fused = self._fast and not self._stochastic()
+            if not fused:
+                n = 1
+            self._keep(self._record(x[t:t + n], y[t:t + n], mask[t:t + n], self.state, fused))
+            self.state = self._detached(_shaped(self.state, self._tape[-1].out))
+            self._pos += n
+            self.steps += n
+            t += n
+            if self._pos - self._last == self.k1:
+                records.append(self._update())
+        return records
+
+    def finish(self):
+        """Make the update for a final partial window at the end of a stream.
+
+        Its losses are those fed since the last update, backpropagated to h_{t-k2} for the last
+        step t.  The state is kept (call ``reset_state`` to start a new stream).
+
+        Returns
+        -------
+        list of dict
+            The update's record, or an empty list when no step is pending.
+        """
+        return [self._update()] if self._pos > self._last else []
+
+    # -- recording ------------------------------------------------------------------------------
+    @staticmethod
+    def _detached(state):
+        return _shaped(state, tuple(Tensor(_data(s)) for s in _flat(state)))
+
+    def _stochastic(self):
+        """Whether a forward draws random numbers (a replay would not reproduce it)."""
+        return any(m.training and (isinstance(m, Dropout) and m.p > 0
+                                   or isinstance(getattr(m, "dropout", 0), float) and m.dropout > 0)
+                   for m in self.model.modules())
+
+    def _record(self, x, y, m, state, replayable=False):
+        """Record the steps ``x`` from a detached copy of ``state`` as one piece; ``y`` None
+        records no losses (a replay)."""
+        weights = [p.data for p in self._params]
+        leaf = tuple(Tensor(_data(s), requires_grad=True) for s in _flat(state))
+        entering = _shaped(state, leaf)
+        n = len(x)
+        if n == 1:
+            y_pred, out = self.model.step(x[0], entering)
+            losses = [self.loss_fn(y_pred, y[0]) if y is not None and m[0] else None]
+        else:
+            y_pred, out = self.model(x, entering)
+            if y is None:
+                losses = None
+            elif self.window_loss is not None:
+                losses = self.window_loss(y_pred, y)
+                if losses.shape != (n,):
+                    raise ValueError(f"TBPTT: window_loss must return the ({n},) per-step losses "
+                                     f"of a {n}-step piece, got shape {losses.shape}")
+            else:
+                losses = [self.loss_fn(F.reshape(part, part.shape[1:]), y[j]) if m[j] else None
+                          for j, part in enumerate(F.split(y_pred, n, axis=0))]
+        return _Piece(self._pos, x, state, weights, leaf, _flat(out), losses, m, replayable)
+
+    def _keep(self, piece):
+        self._tape.append(piece)
+        self._tape_steps += piece.n
+        while self._tape_steps - self._tape[0].n >= self.k2:
+            self._tape_steps -= self._tape.popleft().n
+
+    def _replay(self, piece, start):
+        """Piece ``piece`` from position ``start`` on, recorded again (without losses) from its
+        stored state with the parameter arrays it ran with."""
+        saved = [p.data for p in self._params]
+        pos = self._pos
+        try:
+            for p, w in zip(self._params, piece.weights):
+                p.data = w
+            state, skip = piece.state, start - piece.start
+            if skip:
+                with no_grad():
+                    state = self._detached(self.model(piece.x[:skip], state)[1])
+            self._pos = start
+            return self._record(piece.x[skip:], None, None, state)
+        finally:
+            self._pos = pos
+            for p, w in zip(self._params, saved):
+                p.data = w
+
+    # -- updates --------------------------------------------------------------------------------
+    def _update(self):
+        """Backpropagate the losses since the last update through the last k2 steps, then step."""
+        t = self._pos
+        cut = max(0, t - self.k2)
+        window = []
+        for piece in reversed(self._tape):
+            if piece.start + piece.n <= cut:
+                break
+            fresh = piece.start >= cut and piece.leaf is not None
+            window.append(piece if fresh else self._replay(piece, max(cut, piece.start)))
+        n, self._last = t - self._last, t
+        self.optimizer.zero_grad()
+        value = self._backward(window, t - n, t + self.k1 - self.k2)
+        return self._step_optimizer(value)
+
+    def _backward(self, window, first_loss, next_cut):
+        """Chain cotangents through ``window`` (pieces, newest first); the pieces from
+        ``first_loss`` on carry the losses.  A piece that starts before ``next_cut``, the
+        next planned window's start, is used for the last time here: if it can be replayed (for a
+        finish), its entries are freed; otherwise it stays until it leaves the last k2 steps."""
+        # pieces never straddle an update point, so a piece carries losses whole or not at all
+        carrying = [p for p in window if p.start >= first_loss and p.losses is not None]
+        den = max(1.0, math.fsum(math.fsum(p.m) for p in carrying))
+        values = []
+        g = None
+        for piece in window:
+            terms = []
+            if piece.start >= first_loss and piece.losses is not None:
+                w = piece.m / den
+                if isinstance(piece.losses, Tensor):
+                    terms.append(F.sum(piece.losses * w.astype(piece.losses.dtype)))
+                    values.append(math.fsum(w * piece.losses.data))
+                else:
+                    for loss, w_j in zip(piece.losses, w):
+                        if loss is not None:
+                            w_j = float(w_j)      # a Python float keeps a float32 loss float32
+                            terms.append(loss * w_j)
+                            values.append(w_j * loss.item())
+                piece.losses = None    # no later window uses these losses
+            if g is not None:
+                terms.extend(F.sum(o * gi) for o, gi in zip(piece.out, g) if gi is not None)
+            root = terms[0] if terms else None
+            for term in terms[1:]:
+                root = root + term
+            last_use = piece.replayable and piece.start < next_cut
+            if root is None or not root.requires_grad:
+                g = None     # nothing reaches this piece, so nothing reaches the older ones
+            else:
+                root.backward(retain_graph=not last_use)
+                g = tuple(leaf.grad for leaf in piece.leaf)
+                for leaf in piece.leaf:
+                    leaf.grad = None
+            if last_use:
+                piece.free()
+        return math.fsum(values)
+
+    def _step_optimizer(self, value):
+        for p in self._params:
+            if p.grad is None:     # the formula's gradient is zero there, not absent
+                p.grad = np.zeros_like(p.data)
+        grads = [p.grad for p in self._params]
+        norm = clip_grad_norm(self._params, math.inf if self.clip_norm is None else self.clip_norm) \
+            if self._params else float("nan")
+        # clip_grad_norm rebinds the gradients it scales
+        clipped = any(p.grad is not g for p, g in zip(self._params, grads))
+        self.optimizer.step()
+        record = {"step": self.steps, "loss": value, "grad_norm": norm, "clipped": clipped}
+        self.history.append(record)
+        return record
