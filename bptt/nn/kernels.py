@@ -73,6 +73,18 @@ def _project(x, w_ih, b_ih, b_hh, dtype, scale, fold):
     return xp.reshape(T, B, -1)
 
 
+def _recurrent_matrix(w_hh, scale, dtype):
+    """``(w_hh * scale[:, None]).T`` as a C-contiguous (H, G*H) array, in one pass.
+
+    The per-step GEMM ``h @ W`` runs several times faster in OpenBLAS on a contiguous W than on
+    the transposed view of ``w_hh`` at these sizes (about 4x at B=32, H=64).
+    """
+    w_t = w_hh.T
+    if scale is None:
+        return np.array(w_t, dtype=dtype, order="C")
+    return np.multiply(w_t, scale, dtype=dtype, order="C")
+
+
 def _steps(a, reverse):
     """``a`` (T, ...) indexed by step number: time order, or reversed for a backward direction."""
     return a[::-1] if reverse else a
@@ -110,9 +122,7 @@ def _rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse):
     dtype = _check(x, h0, w_ih, w_hh, b_ih, b_hh, 1)
     ys = _project(x, w_ih, b_ih, b_hh, dtype, np.ones(w_hh.shape[0], dtype), 1)  # -> outputs, in place
     w_hh = w_hh.astype(dtype, copy=False)
-    # a contiguous transpose once per sequence: OpenBLAS runs the per-step GEMM several times
-    # faster on it than on the transposed view at these sizes
-    w_hh_t = np.ascontiguousarray(w_hh.T)
+    w_hh_t = _recurrent_matrix(w_hh, None, dtype)
     h0 = h0.astype(dtype, copy=False)
     Y = _steps(ys, reverse)
     buf = np.empty(h0.shape, dtype)
@@ -166,7 +176,7 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
     shift = np.full(4 * H, 0.5, dtype)
     shift[2 * H:3 * H] = 0
     gates = _project(x, w_ih, b_ih, b_hh, dtype, half, 1)
-    w_scaled_t = np.ascontiguousarray((w_hh.astype(dtype, copy=False) * half[:, None]).T)  # see _rnn_forward
+    w_scaled_t = _recurrent_matrix(w_hh, half, dtype)
     T, B = gates.shape[:2]
     ys = np.empty((T, B, H), dtype)
     tcs = np.empty((T, B, H), dtype)
@@ -251,7 +261,7 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
     fold = np.ones(3 * H, dtype)
     fold[2 * H:] = 0         # b_hn sits inside r * (W_hn h + b_hn): not folded into the input side
     xp = _project(x, w_ih, b_ih, b_hh, dtype, half, fold)
-    w_scaled_t = np.ascontiguousarray((w_hh.astype(dtype, copy=False) * half[:, None]).T)  # see _rnn_forward
+    w_scaled_t = _recurrent_matrix(w_hh, half, dtype)
     b_hn = None if b_hh is None else b_hh[2 * H:].astype(dtype, copy=False)
     T, B = xp.shape[:2]
     hp = np.empty((T, B, 3 * H), dtype)      # h_{t-1} @ W_hh.T (r, z halved), + b_hn on n
