@@ -5,9 +5,12 @@ from bptt.tape import (Tensor, no_grad, enable_grad, is_grad_enabled, set_defaul
 from bptt.functional import (add, sub, mul, div, neg, pow, matmul, exp, log, sqrt, abs, tanh,
                              sigmoid, relu, maximum, minimum, where, clip, sum, mean, max, reshape,
                              transpose, concat, stack, split, softmax, log_softmax, astype,
-                             linear)
+                             linear, softplus)
 from bptt.gradcheck import gradcheck, GradcheckError
 from bptt.rng import seed
 from bptt import nn
+from bptt import optim
+from bptt.tbptt import TBPTT
+from bptt import tasks, diagnostics
 
 __version__ = "0.1.0"

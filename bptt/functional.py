@@ -14,10 +14,11 @@ from bptt.tape import Tensor
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log", "sqrt", "abs",
            "tanh", "sigmoid", "relu", "maximum", "minimum", "where", "clip", "sum", "mean",
            "max", "reshape", "transpose", "concat", "stack", "split", "softmax", "log_softmax",
-           "astype", "linear"]
+           "astype", "linear", "softplus"]
 
 add, sub, mul, div, neg, pow, matmul = ops.add, ops.sub, ops.mul, ops.div, ops.neg, ops.pow, ops.matmul
 exp, log, sqrt, abs, tanh, sigmoid, relu = ops.exp, ops.log, ops.sqrt, ops.abs, ops.tanh, ops.sigmoid, ops.relu
+softplus = ops.softplus
 maximum, minimum, where = ops.maximum, ops.minimum, ops.where
 
 

@@ -51,6 +51,16 @@ def _finish(fig, ax, title, path):
     return fig
 
 
+def _finish_log(fig, ax, xlabel, ylabel, title, path):
+    """A log-scale curve plot's labels, grid and legend, then ``_finish``."""
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize="small")
+    return _finish(fig, ax, title, path)
+
+
 def _rows(values, who, label):
     """A curve or a stack of curves as a 2-D float array (rows: batches or seeds)."""
     a = np.asarray(values, dtype=np.float64)
@@ -122,12 +132,8 @@ def plot_gradient_decay(curves, path=None, *, normalize=False, quantiles=(0.25, 
         k = truncation.get(label) if isinstance(truncation, dict) else truncation
         if k is not None:
             ax.axvline(k, color=line.get_color() if isinstance(truncation, dict) else "0.3", ls=":", lw=1.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("lag T-1-t (steps back from the loss)")
-    ax.set_ylabel("||dL/dh_t|| / ||dL/dh_T-1||" if normalize else "||dL/dh_t||")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="small")
-    return _finish(fig, ax, title, path)
+    return _finish_log(fig, ax, "lag T-1-t (steps back from the loss)",
+                       "||dL/dh_t|| / ||dL/dh_T-1||" if normalize else "||dL/dh_t||", title, path)
 
 
 def plot_jacobian_spectrum(spectra, path=None, *, title=None, ax=None):
@@ -162,12 +168,7 @@ def plot_jacobian_spectrum(spectra, path=None, *, title=None, ax=None):
             ax.plot(lag, _positive(s[:, -1]), ls="--", lw=1.2, color=line.get_color(),
                     label=f"{name}smallest singular value")
             ax.fill_between(lag, _positive(s[:, -1]), _positive(s[:, 0]), color=line.get_color(), alpha=0.15, lw=0)
-    ax.set_yscale("log")
-    ax.set_xlabel("lag T-1-t")
-    ax.set_ylabel("singular values of dh_T/dh_t")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="small")
-    return _finish(fig, ax, title, path)
+    return _finish_log(fig, ax, "lag T-1-t", "singular values of dh_T/dh_t", title, path)
 
 
 def plot_parameter_grad_flow(stats, path=None, *, title=None, ax=None):
