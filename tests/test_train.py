@@ -1,0 +1,317 @@
+"""``bptt train`` and ``bptt evaluate``: options, the run directory, checkpoints, resume, divergence."""
+
+import csv
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bptt import train as training
+from bptt.cli import main
+from bptt.io import load_npz
+from bptt.train import METRIC_COLUMNS, ConfigError, TrainConfig, TrainingDiverged
+
+TINY = dict(task="adding", seq_len=6, hidden=4, batch=4, steps=6, val_every=3)
+TINY_ARGS = ["--task", "adding", "--seq-len", "6", "--hidden", "4", "--batch", "4", "--steps", "6",
+             "--val-every", "3", "--no-progress"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def metrics_rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
+        return list(csv.reader(f))
+
+
+def without_seconds(rows):
+    at = METRIC_COLUMNS.index("seconds")
+    return [r[:at] + r[at + 1:] for r in rows]
+
+
+def model_arrays(run_dir):
+    return {k: v for k, v in load_npz(os.path.join(run_dir, "checkpoint.npz")).items()
+            if k.startswith(("model.", "optim.", "rng."))}
+
+
+def assert_same_arrays(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+# -- usage errors -----------------------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--task", "nope"], r"Invalid value for '--task': unknown task 'nope'; choose from .*adding"),
+    (["--cell", "nope"], r"Invalid value for '--cell': 'nope' is not one of 'rnn', 'lstm', 'gru'"),
+    (["--k1", "5", "--k2", "3"], r"Invalid value for '--k2': k2 = 3 is shorter than k1 = 5; need k2 >= k1"),
+    (["--k1", "60"], r"Invalid value for '--k1': k1 = 60 exceeds the sequence length 50; need 1 <= k1 <= T"),
+    (["--hidden", "-3"], r"Invalid value for '--hidden': -3 is not in the range x>=1"),
+    (["--batch", "0"], r"Invalid value for '--batch': 0 is not in the range x>=1"),
+    (["--optimizer", "lbfgs"],
+     r"'lbfgs' is not one of 'sgd', 'adam', 'rmsprop', 'adagrad', 'adadelta', 'adamw'"),
+    (["--lr", "0"], r"Invalid value for '--lr': 0.0 is not in the range x>0"),
+    (["--data", "no/such.csv"], r"Invalid value for '--data': File 'no/such.csv' does not exist"),
+    (["--target", "y"], r"Invalid value for '--data': --column and --target select columns of a CSV"),
+    (["--data", __file__], r"Invalid value for '--target': name the column of .* to forecast"),
+    (["--cell", "lstm", "--nonlinearity", "relu"], r"'relu' applies to --cell rnn only"),
+])
+def test_usage_errors_exit_2_and_say_what_is_allowed(args, message, tmp_path):
+    result = invoke("train", "--out", tmp_path / "run", *args)
+    assert result.exit_code == 2, result.output
+    assert re.search(message, " ".join(result.output.split())), result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_malformed_csv_is_a_usage_error_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("y\n1.0\n2.0\nnot-a-number\n3.0\n")
+    result = invoke("train", "--data", bad, "--target", "y", "--out", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--data': " in result.output
+    assert "bad.csv:4: column 'y': cannot read 'not-a-number' as a number" in result.output
+
+
+def test_resume_takes_only_steps(tmp_path):
+    result = invoke("train", "--resume", tmp_path, "--hidden", "8")
+    assert result.exit_code == 2
+    assert "only --steps may be given with it, not --hidden" in result.output
+
+
+def test_resume_needs_a_run_directory(tmp_path):
+    result = invoke("train", "--resume", tmp_path)
+    assert result.exit_code == 2
+    assert "Invalid value for '--resume': " in result.output and "not a run directory" in result.output
+
+
+def test_fresh_run_refuses_an_existing_run(tmp_path):
+    assert invoke("train", *TINY_ARGS, "--out", tmp_path / "run").exit_code == 0
+    result = invoke("train", *TINY_ARGS, "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "already holds a run; continue it with --resume" in result.output
+
+
+def test_config_resolution():
+    c, task = training.prepare(TrainConfig(seq_len=20))
+    assert (c.seq_len, c.k1, c.k2, c.lr) == (20, 20, 20, training.OPTIMIZERS["adam"][1])
+    assert task.name == "adding" and task.seq_len == 20
+    c, _ = training.prepare(TrainConfig(seq_len=20, k1=5, optimizer="sgd"))
+    assert (c.k1, c.k2, c.lr) == (5, 5, 0.1)
+    c, task = training.prepare(TrainConfig(task="copy"))     # the task's own default length
+    assert c.seq_len == task.seq_len == 120 == c.k1
+    with pytest.raises(ConfigError, match=r"--clip: need a gradient-norm limit >= 0"):
+        training.prepare(TrainConfig(clip=-1))
+    with pytest.raises(ConfigError, match=r"--steps: need a positive integer, got 0"):
+        training.prepare(TrainConfig(steps=0))
+    with pytest.raises(ConfigError, match=r"--seq-len: task 'adding': seq_len must be"):
+        training.prepare(TrainConfig(seq_len=1))
+
+
+# -- a tiny run ----------------------------------------------------------------------------------
+def test_tiny_run_writes_every_file(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", *TINY_ARGS, "--out", out)
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("adding T=6 lstm: test mse ") and "(baselines: constant 1.0 0.1" in line
+    assert "6 steps" in line and str(out) in line
+
+    for name in ("config.json", "metrics.csv", "checkpoint.npz", "result.json", "loss.png",
+                 "gradflow.png", "gradflow.csv"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("loss.png", "gradflow.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "predictions.png").exists()      # only for forecasting tasks
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["k1"] == config["k2"] == 6 and config["lr"] == 1e-2 and config["cell"] == "lstm"
+
+    rows = metrics_rows(out)
+    assert tuple(rows[0]) == METRIC_COLUMNS
+    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4, 5, 6]
+    assert [r[2] != "" for r in rows[1:]] == [False, False, True, False, False, True]
+    for r in rows[1:]:
+        assert np.isfinite(float(r[1])) and float(r[3]) > 0 and r[4] in ("0", "1")
+        assert float(r[5]) == 1e-2
+    seconds = [float(r[6]) for r in rows[1:]]
+    assert seconds == sorted(seconds) and seconds[0] > 0
+
+    stored = json.loads((out / "result.json").read_text())
+    assert stored["task"] == "adding" and stored["metric"] == "mse" and stored["steps"] == 6
+    assert set(stored["baselines"]) == {"constant 1.0"}
+    assert abs(stored["baselines"]["constant 1.0"] - 1 / 6) < 0.02
+    assert 1 <= stored["suggested_k2"] <= 6
+    # the last validation is on the final model: the test metric is of the same order
+    assert float(rows[-1][2]) == pytest.approx(stored["test"], rel=0.5)
+
+    with open(out / "gradflow.csv", newline="") as f:
+        curves = list(csv.reader(f))
+    assert curves[0] == ["stage", "example"] + [f"t{t}" for t in range(6)]
+    assert len(curves) == 1 + 2 * 32 and {r[0] for r in curves[1:]} == {"start (step 0)", "end (step 6)"}
+
+
+def test_forecasting_run_draws_predictions(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", "--task", "sine", "--seq-len", "8", "--hidden", "4", "--batch", "4",
+                    "--steps", "3", "--cell", "gru", "--no-progress", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stored = json.loads((out / "result.json").read_text())
+    assert stored["metric"] == "rmse" and "persistence" in stored["baselines"]
+    assert json.loads((out / "config.json").read_text())["forget_bias"] == 1.0   # stored, LSTM-only
+
+
+def test_a_users_csv(tmp_path):
+    t = np.arange(200)
+    rows = "\n".join(f"{i},{np.sin(i / 5):.5f},{np.cos(i / 5):.5f}" for i in t)
+    (tmp_path / "mine.csv").write_text("day,level,other\n" + rows + "\n")
+    out = tmp_path / "run"
+    result = invoke("train", "--data", tmp_path / "mine.csv", "--column", "level", "--column", "other",
+                    "--target", "level", "--seq-len", "5", "--hidden", "4", "--batch", "4",
+                    "--steps", "2", "--no-progress", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].startswith("mine T=5 lstm: test mse")
+    config = json.loads((out / "config.json").read_text())
+    assert config["columns"] == ["level", "other"] and config["target"] == "level"
+    assert (out / "predictions.png").exists()
+    evaluated = json.loads(invoke("evaluate", out, "--json").output)
+    assert evaluated == json.loads((out / "result.json").read_text())
+
+
+def test_steps_count_updates_in_whole_sequences(tmp_path):
+    # T=6, k1=2: three updates per sequence; 4 steps round up to two sequences = 6 updates.
+    result = training.train(TrainConfig(**{**TINY, "k1": 2, "steps": 4}), tmp_path / "a")
+    assert result["steps"] == 6 and (result["k1"], result["k2"]) == (2, 2)
+    assert len(metrics_rows(tmp_path / "a")) == 1 + 6
+    # k1=4 does not divide T=6: the remaining 2 steps make a second update (trainer.finish()).
+    result = training.train(TrainConfig(**{**TINY, "k1": 4, "k2": 6, "steps": 2}), tmp_path / "b")
+    assert result["steps"] == 2
+
+
+def test_evaluate_json_matches_result_json(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("train", *TINY_ARGS, "--out", out).exit_code == 0
+    result = invoke("evaluate", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == json.loads((out / "result.json").read_text())
+    line = invoke("evaluate", out).output
+    assert line.startswith("adding T=6 lstm: test mse")
+
+
+def test_evaluate_needs_a_run_directory(tmp_path):
+    result = invoke("evaluate", tmp_path)
+    assert result.exit_code == 2 and "not a run directory (no config.json)" in result.output
+
+
+# -- resume, interrupt, divergence ---------------------------------------------------------------
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    whole = training.train(TrainConfig(**TINY), tmp_path / "whole")
+    training.train(TrainConfig(**{**TINY, "steps": 3}), tmp_path / "split")
+    resumed = training.resume(tmp_path / "split", steps=6)
+    whole_rows = without_seconds(metrics_rows(tmp_path / "whole"))
+    assert without_seconds(metrics_rows(tmp_path / "split")) == whole_rows
+    assert_same_arrays(model_arrays(tmp_path / "split"), model_arrays(tmp_path / "whole"))
+    assert resumed["test"] == whole["test"] and resumed["steps"] == 6
+
+
+def test_resume_through_the_cli_keeps_the_stored_target(tmp_path):
+    out = tmp_path / "run"
+    training.train(TrainConfig(**{**TINY, "steps": 3}), out)
+    result = invoke("train", "--resume", out, "--steps", "6", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "6 steps" in result.output.splitlines()[-1]
+    # with no --steps, a finished run has nothing left to do and reports the same test value
+    again = invoke("train", "--resume", out, "--no-progress")
+    assert again.exit_code == 0
+    first, second = (r.output.splitlines()[-1].split("; ")[0] for r in (result, again))
+    assert first == second
+
+
+def test_ctrl_c_saves_the_last_sequence_boundary_and_resumes_exactly(tmp_path):
+    def interrupt(step, record):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    config = TrainConfig(**{**TINY, "val_every": 100})
+    messages = []
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, tmp_path / "cut", on_update=interrupt, echo=messages.append)
+    assert "interrupted: saved the state after step 4" in messages[0]
+    assert int(load_npz(tmp_path / "cut" / "checkpoint.npz")["step"]) == 4
+    training.resume(tmp_path / "cut")
+    training.train(config, tmp_path / "whole")
+    whole_rows = without_seconds(metrics_rows(tmp_path / "whole"))
+    assert without_seconds(metrics_rows(tmp_path / "cut")) == whole_rows
+    assert_same_arrays(model_arrays(tmp_path / "cut"), model_arrays(tmp_path / "whole"))
+
+
+def test_ctrl_c_in_the_cli_exits_130_with_the_resume_command(tmp_path, monkeypatch):
+    def interrupted(self):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(training._Run, "updates", interrupted)
+    result = invoke("train", *TINY_ARGS, "--out", tmp_path / "run")
+    assert result.exit_code == 130
+    assert f"continue with: bptt train --resume {tmp_path / 'run'}" in result.output
+    assert int(load_npz(tmp_path / "run" / "checkpoint.npz")["step"]) == 0
+
+
+def poison_batch(monkeypatch, at_call):
+    """Make the task's ``at_call``-th training batch carry a NaN input."""
+    build = training.build_task
+
+    def build_poisoned(config):
+        task = build(config)
+        draw, calls = task.batch, []
+
+        def batch(size, rng=None):
+            x, y, mask = draw(size, rng)
+            calls.append(1)
+            if len(calls) == at_call:
+                x = x.copy()
+                x[0, 0, 0] = np.nan
+            return x, y, mask
+
+        task.batch = batch
+        return task
+
+    monkeypatch.setattr(training, "build_task", build_poisoned)
+
+
+def test_nan_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    good = training.train(TrainConfig(**{**TINY, "steps": 2}), tmp_path / "good")
+    poison_batch(monkeypatch, at_call=3)
+    result = invoke("train", *TINY_ARGS, "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "training diverged at step 3: loss nan" in result.output
+    assert "keeps the last good state, after step 2" in result.output
+    saved = load_npz(tmp_path / "run" / "checkpoint.npz")
+    assert int(saved["step"]) == 2
+    assert_same_arrays(model_arrays(tmp_path / "run"), model_arrays(tmp_path / "good"))
+    assert all(np.isfinite(v).all() for k, v in saved.items() if k.startswith("model."))
+    rows = metrics_rows(tmp_path / "run")
+    assert rows[-1][0] == "3" and rows[-1][1] == "nan"
+    # the kept checkpoint evaluates like the run that stopped there
+    monkeypatch.undo()
+    assert training.evaluate(tmp_path / "run")["test"] == good["test"]
+
+
+def test_diverged_is_raised_by_the_library(tmp_path, monkeypatch):
+    poison_batch(monkeypatch, at_call=1)
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step 1: loss nan.*after step 0"):
+        training.train(TrainConfig(**TINY), tmp_path / "run")
+
+
+# -- the main job ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_default_run_solves_the_adding_problem(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "--no-progress")
+    assert result.exit_code == 0, result.output
+    stored = json.loads((tmp_path / "runs" / "adding-lstm" / "result.json").read_text())
+    assert stored["test"] < 0.01 < stored["baselines"]["constant 1.0"]
