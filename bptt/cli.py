@@ -14,18 +14,6 @@ def main():
     gradients flow."""
 
 
-@main.command()
-@click.option("--steps", default=300, show_default=True, type=click.IntRange(min=1), help="Gradient steps.")
-@click.option("--lr", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
-@click.option("--seed", default=0, show_default=True, help="Random seed.")
-def demo(steps, lr, seed):
-    """Fit a tiny tanh recurrence on the tape and print its loss falling."""
-    from bptt.demo import run_demo
-
-    for step, loss in run_demo(steps=steps, lr=lr, seed=seed):
-        click.echo(f"step {step:5d}  loss {loss:.6f}")
-
-
 _TRAIN_DEFAULTS = TrainConfig()
 _POSITIVE = click.IntRange(min=1)
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from bptt.diagnostics import ParameterGradNorms, decay_rate
 
 __all__ = ["plot_gradient_decay", "plot_jacobian_spectrum", "plot_parameter_grad_flow",
-           "plot_gradient_heatmap", "save"]
+           "plot_gradient_heatmap", "plot_training", "plot_predictions", "save"]
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -238,4 +238,55 @@ def plot_gradient_heatmap(norms, path=None, *, ylabel="layer", labels=None, titl
     ax.set_ylabel(ylabel)
     if labels is not None:
         ax.set_yticks(np.arange(a.shape[0]), labels)
+    return _finish(fig, ax, title, path)
+
+
+def plot_training(metrics, metric, path=None, *, title=None, ax=None):
+    """Training loss per update (and a running mean) with the validation metric, against steps.
+
+    Parameters
+    ----------
+    metrics : mapping of str to np.ndarray
+        Columns ``step``, ``train_loss`` and ``val_metric`` (NaN between validations), as
+        ``bptt.train.read_metrics`` returns them from a run's metrics.csv.
+    metric : str
+        The validation metric's name, for the legend.
+    path, title, ax : optional
+        As for the other plots.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    step = np.asarray(metrics["step"])
+    loss = np.asarray(metrics["train_loss"], dtype=np.float64)
+    val = np.asarray(metrics["val_metric"], dtype=np.float64)
+    fig, ax = _axes(ax, (7, 4))
+    ax.plot(step, loss, color="0.75", lw=0.6, label="train loss (per update)")
+    width = max(1, len(loss) // 50)
+    if len(loss) > width:
+        smooth = np.convolve(loss, np.ones(width) / width, mode="valid")
+        ax.plot(step[width - 1:], smooth, color="C0", label=f"train loss ({width}-update mean)")
+    has = np.isfinite(val)
+    ax.plot(step[has], val[has], "o-", color="C1", ms=3, label=f"validation {metric}")
+    if np.all(loss[np.isfinite(loss)] > 0) and np.all(val[has] > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("step (optimizer update)")
+    ax.legend()
+    return _finish(fig, ax, title, path)
+
+
+def plot_predictions(pred, y, mask, path=None, *, title=None, ax=None):
+    """Forecasts against the truth at the scored steps, examples in test-set order (output 0).
+
+    Shapes: pred, y (T, B, O); mask (T,).
+    """
+    steps = np.flatnonzero(np.asarray(mask) > 0)
+    truth = np.asarray(y)[steps, :, 0].T.ravel()
+    guess = np.asarray(pred)[steps, :, 0].T.ravel()
+    fig, ax = _axes(ax, (9, 3.5))
+    ax.plot(truth, color="k", lw=1, label="truth")
+    ax.plot(guess, color="C3", lw=1, label="prediction")
+    ax.set_xlabel("test target (in order)")
+    ax.legend()
     return _finish(fig, ax, title, path)

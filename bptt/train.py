@@ -556,60 +556,14 @@ def _write_plots(run, end, suggested_k2):
                               truncation=suggested_k2,
                               title=f"{run.task.name}, {run.config.cell}: dL/dh_t at the start and the end "
                                     f"(dotted: suggested k2 = {suggested_k2})")
-    _plot_training(read_metrics(os.path.join(out, METRICS)), run.task.metric,
-                   os.path.join(out, "loss.png"))
+    plots.plot_training(read_metrics(os.path.join(out, METRICS)), run.task.metric,
+                        path=os.path.join(out, "loss.png"))
     if run.task.forecasting:
         x, y, mask = run.task.test_set()
-        _plot_predictions(run.task.unscale(predict(run.model, x)), run.task.unscale(y), mask,
-                          run.task.name, os.path.join(out, "predictions.png"))
+        plots.plot_predictions(run.task.unscale(predict(run.model, x)), run.task.unscale(y), mask,
+                               path=os.path.join(out, "predictions.png"),
+                               title=f"{run.task.name}: test predictions")
 
-
-# These two figures belong to a run directory rather than to the gradient-flow measurements that
-# bptt.plots draws; like those they use a bare Figure (no pyplot, no global backend state).
-def _plot_training(metrics, metric, path):
-    from matplotlib.figure import Figure
-
-    from bptt.plots import save
-
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.add_subplot()
-    step, loss = metrics["step"], metrics["train_loss"]
-    ax.plot(step, loss, color="0.75", lw=0.6, label="train loss (per update)")
-    width = max(1, len(loss) // 50)
-    if len(loss) > width:
-        smooth = np.convolve(loss, np.ones(width) / width, mode="valid")
-        ax.plot(step[width - 1:], smooth, color="C0", label=f"train loss ({width}-update mean)")
-    has = np.isfinite(metrics["val_metric"])
-    ax.plot(step[has], metrics["val_metric"][has], "o-", color="C1", ms=3, label=f"validation {metric}")
-    if np.all(loss[np.isfinite(loss)] > 0) and np.all(metrics["val_metric"][has] > 0):
-        ax.set_yscale("log")
-    ax.set_xlabel("step (optimizer update)")
-    ax.legend()
-    save(fig, path)
-    return fig
-
-
-def _plot_predictions(pred, y, mask, name, path):
-    """Test predictions against the truth at the masked steps, examples in test-set order.
-
-    Shapes: pred, y (T, B, O) on the original scale, mask (T,); output 0 is drawn.
-    """
-    from matplotlib.figure import Figure
-
-    from bptt.plots import save
-
-    steps = np.flatnonzero(np.asarray(mask) > 0)
-    truth = np.asarray(y)[steps, :, 0].T.ravel()
-    guess = np.asarray(pred)[steps, :, 0].T.ravel()
-    fig = Figure(figsize=(9, 3.5), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(truth, color="k", lw=1, label="truth")
-    ax.plot(guess, color="C3", lw=1, label="prediction")
-    ax.set_xlabel("test target (in order)")
-    ax.set_title(f"{name}: test predictions")
-    ax.legend()
-    save(fig, path)
-    return fig
 
 
 def evaluate(run_dir):

@@ -32,8 +32,22 @@ def heatmap():
     return np.stack([0.8 ** LAG, 0.6 ** LAG])
 
 
+def training():
+    val = np.full(60, np.nan)
+    val[9::10] = np.linspace(0.2, 0.01, 6)
+    return {"step": np.arange(1, 61), "train_loss": 0.2 * 0.95 ** np.arange(60), "val_metric": val}
+
+
+def predictions():
+    t = np.linspace(0, 6, 30)
+    y = np.sin(t)[None, :, None]
+    return y + 0.05, y, np.ones(1)
+
+
 PLOTS = {"decay": (plots.plot_gradient_decay, decay), "spectrum": (plots.plot_jacobian_spectrum, spectrum),
-         "grad_flow": (plots.plot_parameter_grad_flow, grads), "heatmap": (plots.plot_gradient_heatmap, heatmap)}
+         "grad_flow": (plots.plot_parameter_grad_flow, grads), "heatmap": (plots.plot_gradient_heatmap, heatmap),
+         "training": (lambda m, **kw: plots.plot_training(m, "mse", **kw), training),
+         "predictions": (lambda a, **kw: plots.plot_predictions(*a, **kw), predictions)}
 
 
 def check_image(path, ext):
