@@ -463,7 +463,7 @@ def _loop(run, log, ckpt_path, progress, on_update, echo):
     def show(_):
         return "" if running[0] is None else f"loss {running[0]:.4g}"
 
-    stream = click.get_text_stream("stderr")
+    stream = sys.stderr
     bar = click.progressbar(length=max(config.steps - run.step, 0), label="training", show_pos=True,
                             item_show_func=show, file=stream, hidden=not (progress and stream.isatty()))
     try:
