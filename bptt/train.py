@@ -44,6 +44,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 
