@@ -1,29 +1,31 @@
-"""Reading and writing arrays: ``.npz`` files written atomically and read without pickle."""
+"""Reading and writing files: written atomically, ``.npz`` read without pickle."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import tempfile
 import zipfile
 
 import numpy as np
 
-__all__ = ["save_npz", "load_npz"]
+__all__ = ["atomic_open", "save_npz", "load_npz", "save_json"]
 
 
-def save_npz(path, arrays):
-    """Write ``{name: array}`` to ``path`` as ``.npz`` atomically.
+@contextlib.contextmanager
+def atomic_open(path, mode="wb"):
+    """Write ``path`` through a temporary file beside it, renamed over it on success.
 
-    The file is written beside ``path`` under a temporary name and renamed over it, so a crash
-    mid-write leaves the previous file intact, never a truncated one.
+    A crash or an exception mid-write leaves the previous file intact, never a truncated one.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -31,6 +33,19 @@ def save_npz(path, arrays):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_npz(path, arrays):
+    """Write ``{name: array}`` to ``path`` as ``.npz``, atomically."""
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def save_json(path, obj):
+    """Write ``obj`` to ``path`` as indented JSON, atomically."""
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 
 def load_npz(path):

@@ -37,7 +37,7 @@ class OpError(ValueError):
 class Primitive:
     """A registered primitive: call it on Tensors to compute and record it."""
 
-    __slots__ = ("name", "fwd", "bwd", "examples", "multiple_outputs", "doc")
+    __slots__ = ("name", "fwd", "bwd", "examples", "multiple_outputs")
 
     def __init__(self, spec):
         self.name = spec.__name__
@@ -45,7 +45,6 @@ class Primitive:
         self.bwd = spec.bwd
         self.examples = getattr(spec, "examples", None)
         self.multiple_outputs = getattr(spec, "multiple_outputs", False)
-        self.doc = spec.__doc__
 
     def __repr__(self):
         return f"<primitive {self.name}>"

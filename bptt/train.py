@@ -53,7 +53,7 @@ import numpy as np
 
 import bptt
 from bptt import rng as bptt_rng
-from bptt.io import load_npz, save_npz
+from bptt.io import load_npz, save_json, save_npz
 
 __all__ = ["TrainConfig", "ConfigError", "TrainingDiverged", "train", "resume", "evaluate",
            "summary_line", "default_out", "read_metrics", "prepare", "build_task", "build_model",
@@ -343,14 +343,6 @@ def read_metrics(path):
     return {c: np.array([float(r[c]) if r[c] != "" else np.nan for r in rows]) for c in METRIC_COLUMNS}
 
 
-def _atomic_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _load_config(run_dir):
     path = os.path.join(run_dir, CONFIG)
     try:
@@ -444,7 +436,7 @@ def _stderr(message):
 
 def _execute(run, progress, on_update, echo, resumed=False):
     os.makedirs(run.out, exist_ok=True)
-    _atomic_json(os.path.join(run.out, CONFIG), asdict(run.config))
+    save_json(os.path.join(run.out, CONFIG), asdict(run.config))
     log = _MetricsLog(os.path.join(run.out, METRICS), keep_through_step=run.step if resumed else None)
     try:
         _loop(run, log, os.path.join(run.out, CHECKPOINT), progress, on_update, echo or _stderr)
@@ -538,7 +530,7 @@ def _suggested_k2(curves):
 
 def _finish(run):
     result, end = _result(run)
-    _atomic_json(os.path.join(run.out, RESULT), result)
+    save_json(os.path.join(run.out, RESULT), result)
     _write_plots(run, end, result["suggested_k2"])
     return result
 

@@ -93,7 +93,7 @@ def _steps(a, reverse):
     return a[::-1] if reverse else a
 
 
-def _weight_grads(res_x, w_ih, dpre_x, dpre_h, ys, h0, reverse, needs, gates_in=None):
+def _weight_grads(res_x, w_ih, dpre_x, dpre_h, ys, h0, reverse, needs):
     """dx, dW_ih, dW_hh from the pre-activation cotangents stacked over time (one GEMM each).
 
     ``dpre_x`` (T, B, G*H) is the cotangent of the input projection, ``dpre_h`` that of
