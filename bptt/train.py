@@ -53,6 +53,7 @@ import numpy as np
 
 import bptt
 from bptt import rng as bptt_rng
+from bptt.config import ConfigError
 from bptt.io import load_npz, save_json, save_npz
 
 __all__ = ["TrainConfig", "ConfigError", "TrainingDiverged", "train", "resume", "evaluate",
@@ -79,15 +80,6 @@ CONFIG, METRICS, CHECKPOINT, RESULT = "config.json", "metrics.csv", "checkpoint.
 _DATA_STREAM = 0x7472616E
 #: Examples of the validation set used for the gradient-flow curves.
 _GRADFLOW_EXAMPLES = 32
-
-
-class ConfigError(ValueError):
-    """An invalid training option; ``option`` names it as on the command line (``--k2``)."""
-
-    def __init__(self, option, message):
-        super().__init__(f"{option}: {message}")
-        self.option = option
-        self.message = message
 
 
 class TrainingDiverged(RuntimeError):
