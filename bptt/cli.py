@@ -24,7 +24,8 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--seq-len", default=None, type=_POSITIVE,
               help="Sequence length T; the window length for series  [default: the task's own, "
                    "e.g. adding 50, copy 120, sunspots 20]")
-@click.option("--cell", default=_TRAIN_DEFAULTS.cell, show_default=True, type=click.Choice(CELLS))
+@click.option("--cell", default=_TRAIN_DEFAULTS.cell, show_default=True, type=click.Choice(CELLS),
+              help="The recurrent cell (see `bptt cells`).")
 @click.option("--hidden", default=_TRAIN_DEFAULTS.hidden, show_default=True, type=_POSITIVE, help="Hidden units H.")
 @click.option("--layers", default=_TRAIN_DEFAULTS.layers, show_default=True, type=_POSITIVE)
 @click.option("--k1", default=None, type=_POSITIVE, help="Update every k1 steps  [default: T]")
@@ -46,8 +47,9 @@ _POSITIVE = click.IntRange(min=1)
               help="Added to the LSTM forget-gate bias at initialisation.")
 @click.option("--init", default=_TRAIN_DEFAULTS.init, show_default=True, type=click.Choice(INITS),
               help="Recurrent weight initialisation.")
-@click.option("--nonlinearity", default=_TRAIN_DEFAULTS.nonlinearity, show_default=True,
-              type=click.Choice(NONLINEARITIES), help="For --cell rnn.")
+@click.option("--nonlinearity", default=_TRAIN_DEFAULTS.nonlinearity,
+              type=click.Choice(NONLINEARITIES),
+              help="For cells with a nonlinearity option (rnn, indrnn)  [default: the cell's own]")
 @click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False, readable=True),
               help="Train on your own series: a CSV file with a header row.")
 @click.option("--column", "columns", multiple=True, help="An input column of --data (repeatable).")
@@ -135,8 +137,8 @@ def tasks(as_json):
               help="Recurrent weight initialisation of cells that do not set their own.")
 @click.option("--forget-bias", default=0.0, show_default=True, type=float,
               help="LSTM forget-gate bias of LSTMs that do not set their own.")
-@click.option("--nonlinearity", default="tanh", show_default=True, type=click.Choice(NONLINEARITIES),
-              help="Of RNNs that do not set their own.")
+@click.option("--nonlinearity", default=None, type=click.Choice(NONLINEARITIES),
+              help="Of cells with a nonlinearity option that do not set their own  [default: the cell's own]")
 @click.option("--train-steps", default=0, show_default=True, type=click.IntRange(min=0),
               help="Adam updates on the task before measuring.")
 @click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),

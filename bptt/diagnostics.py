@@ -18,6 +18,7 @@ Shapes use the legend T time, B batch, I input, H hidden, O output, L layers.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,8 +73,10 @@ def _step_weights(mask, T, who):
 def hidden_grad_norms(model, x, y, loss_fn, mask=None, state=None, per_example=False):
     """The norm of dL/dh_t for every layer and step, from a single backward pass.
 
-    The model runs on its step path; every returned hidden state keeps its gradient
-    (``retain_grad``), and one backward of the masked mean loss
+    The model runs on its step path; every layer's hidden state keeps its gradient
+    (``retain_grad`` on the tensors ``model.step(x_t, state, return_layers=True)`` gives, or on
+    the returned state's h for a model whose step has no such argument), and one backward of
+    the masked mean loss
     ``L = sum_t mask_t * loss_fn(y_t, y[t]) / sum_t mask_t`` fills them.  That gradient is the
     total one: through the output at step t and through every later step.  Parameter gradients
     are reset first, so afterwards they hold dL/dtheta of this loss (``parameter_grad_norms``
@@ -119,24 +122,38 @@ def hidden_grad_norms(model, x, y, loss_fn, mask=None, state=None, per_example=F
     if state is None:
         state = model.initial_state(B)
     model.zero_grad()
-    hs = []
+    probe = _takes_probe(model)
+    hs = []      # per step: the hidden-state tensors whose grads are dL/dh_t, one per layer
     total = None
     for t in range(T):
-        y_t, state = model.step(xs[t], state)
-        h = _hidden(state)
-        if not h.requires_grad:
+        if probe:
+            y_t, state, layers = model.step(xs[t], state, return_layers=True)
+        else:
+            y_t, state = model.step(xs[t], state)
+            layers = (_hidden(state),)
+        if not all(h.requires_grad for h in layers):
             raise ValueError(f"{who}: the hidden state at step {t} does not require grad; the model "
                              "needs parameters that require grad, and grad recording must be on")
-        hs.append(h.retain_grad())
+        hs.append([h.retain_grad() for h in layers])
         if weights[t]:
             # a Python float: a numpy float64 scalar would promote a float32 loss to float64
             term = loss_fn(y_t, y[t]) * float(weights[t])
             total = term if total is None else total + term
     (total / float(weights.sum())).backward()
-    grads = np.stack([np.zeros(h.shape) if h.grad is None else h.grad.astype(np.float64) for h in hs],
+    # each step's layers as (L, B, H): B x H per layer from the probe, one (L, B, H) state without
+    grads = np.stack([np.concatenate([(np.zeros(h.shape) if h.grad is None else h.grad.astype(np.float64))
+                                      .reshape(-1, *h.shape[-2:]) for h in step]) for step in hs],
                      axis=1)                                    # (L, T, B, H)
     norms = np.sqrt(np.sum(grads * grads, axis=-1))             # (L, T, B)
     return norms if per_example else np.sqrt(np.sum(norms * norms, axis=-1))
+
+
+def _takes_probe(model):
+    """Whether ``model.step`` can return every layer's hidden state (``return_layers``)."""
+    try:
+        return "return_layers" in inspect.signature(model.step).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 # -- Jacobians of the top layer -----------------------------------------------------------------

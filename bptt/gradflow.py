@@ -25,7 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bptt.diagnostics import decay_rate, hidden_grad_norms, memory_horizon, suggest_truncation
-from bptt.train import CELLS, INITS, NONLINEARITIES, ConfigError
+from bptt.config import ConfigError
+from bptt.nn import cell as cell_registry
+from bptt.train import NONLINEARITIES
 
 __all__ = ["DEFAULT_CELLS", "CellSpec", "CellResult", "parse_cells", "measure", "summarize", "run",
            "write_csv"]
@@ -34,28 +36,39 @@ __all__ = ["DEFAULT_CELLS", "CellSpec", "CellResult", "parse_cells", "measure", 
 #: forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015), GRU, IRNN (Le et al. 2015).
 DEFAULT_CELLS = "rnn,lstm,lstm:forget_bias=1,gru,rnn:init=identity,nonlinearity=relu,label=irnn"
 
-_KEYS = {"rnn": ("init", "nonlinearity", "label"),
-         "lstm": ("init", "forget_bias", "label"),
-         "gru": ("init", "label")}
-
-
-@dataclass(frozen=True)
 class CellSpec:
-    """One model of the comparison: ``SequenceModel`` options and the label it is drawn with."""
+    """One model of the comparison: a registered cell, its ``init`` and options, and its label.
 
-    cell: str
-    init: str = "default"
-    forget_bias: float = 0.0
-    nonlinearity: str = "tanh"
-    label: str = ""
+    ``CellSpec("lstm", forget_bias=1.0, label="lstm-fb1")``; options not given take the cell's
+    defaults, so two specs of the same model compare equal however they were written.
+    """
+
+    __slots__ = ("cell", "init", "label", "options")
+
+    def __init__(self, cell, init="default", label="", **options):
+        kind = cell_registry.get(cell, "CellSpec")
+        self.cell, self.init, self.label = kind.name, init, label
+        self.options = kind.resolve("CellSpec", options)
+
+    def _key(self):
+        return self.cell, self.init, self.label, tuple(sorted(self.options.items()))
+
+    def __eq__(self, other):
+        return isinstance(other, CellSpec) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        return f"CellSpec({self.cell!r}, init={self.init!r}{opts}, label={self.label!r})"
 
     def build(self, input_size, hidden, output_size, layers, rng):
         """The float64 ``SequenceModel`` this spec describes, initialised from ``rng``."""
         from bptt.nn import SequenceModel
 
         return SequenceModel(self.cell, input_size, hidden, output_size, num_layers=layers,
-                             nonlinearity=self.nonlinearity, forget_bias=self.forget_bias,
-                             init=self.init, dtype=np.float64, rng=rng)
+                             init=self.init, dtype=np.float64, rng=rng, **self.options)
 
 
 def _group(text):
@@ -76,19 +89,19 @@ def _group(text):
     return groups
 
 
-def parse_cells(text=None, init="default", forget_bias=0.0, nonlinearity="tanh"):
+def parse_cells(text=None, init="default", forget_bias=0.0, nonlinearity=None):
     """Parse a cell list such as ``"rnn,lstm:forget_bias=1,rnn:init=identity,nonlinearity=relu"``.
 
     Parameters
     ----------
     text : str, optional
-        Comma-separated cells (rnn, lstm, gru), each optionally followed by ``:key=value``
-        settings; ``DEFAULT_CELLS`` when None.  Keys: ``init`` (default, orthogonal, identity)
-        and ``label`` for every cell, ``nonlinearity`` (tanh, relu) for rnn, ``forget_bias``
-        (a number) for lstm.
+        Comma-separated registered cells (``bptt.nn.cell.names()``), each optionally followed by
+        ``:key=value`` settings; ``DEFAULT_CELLS`` when None.  Keys: ``init`` and ``label`` for
+        every cell, and the cell's own options (``nonlinearity`` for rnn, ``forget_bias`` for
+        lstm, ``recurrent_max`` for indrnn, ...).
     init, forget_bias, nonlinearity : optional
-        The settings of cells that do not give their own (``forget_bias`` applies to LSTMs and
-        ``nonlinearity`` to RNNs only).
+        The settings of cells that do not give their own, where the cell takes them
+        (``nonlinearity=None`` leaves each cell's own default).
 
     Returns
     -------
@@ -101,47 +114,64 @@ def parse_cells(text=None, init="default", forget_bias=0.0, nonlinearity="tanh")
         For ``--cells`` (or the option whose default is bad), naming the bad cell, key or value
         and the allowed ones.
     """
-    for option, value, allowed in (("--init", init, INITS), ("--nonlinearity", nonlinearity, NONLINEARITIES)):
-        if value not in allowed:
-            raise ConfigError(option, f"unknown value {value!r}; choose from {', '.join(allowed)}")
+    if init not in cell_registry.INITS:
+        raise ConfigError("--init", f"unknown value {init!r}; choose from {', '.join(cell_registry.INITS)}")
+    if nonlinearity is not None and nonlinearity not in NONLINEARITIES:
+        raise ConfigError("--nonlinearity", f"unknown value {nonlinearity!r}; choose from "
+                                            f"{', '.join(NONLINEARITIES)}")
+    defaults = {"forget_bias": forget_bias, "nonlinearity": nonlinearity}
     specs = []
-    for cell, pairs, spec in _group(DEFAULT_CELLS if text is None else text):
-        if cell not in CELLS:
-            raise ConfigError("--cells", f"unknown cell {cell!r} in {spec!r}; cells are {', '.join(CELLS)}")
-        settings = {"init": init, "label": spec}
-        if cell == "lstm":
-            settings["forget_bias"] = forget_bias
-        if cell == "rnn":
-            settings["nonlinearity"] = nonlinearity
+    for name, pairs, spec in _group(DEFAULT_CELLS if text is None else text):
+        if name not in cell_registry.names():
+            raise ConfigError("--cells", f"unknown cell {name!r} in {spec!r}; cells are "
+                                         f"{', '.join(cell_registry.names())}")
+        cell = cell_registry.get(name)
+        keys = ("init", *cell.options, "label")
+        settings = {"label": spec, "init": init}
+        settings.update((k, v) for k, v in defaults.items() if k in cell.options and v is not None)
         seen = set()
         for pair in pairs:
             key, sep, value = (s.strip() for s in pair.partition("="))
             if not sep or not value:
                 raise ConfigError("--cells", f"{pair!r} in {spec!r} is not key=value")
-            if key not in _KEYS[cell]:
-                raise ConfigError("--cells", f"unknown key {key!r} for {cell} in {spec!r}; "
-                                             f"allowed keys: {', '.join(_KEYS[cell])}")
+            if key not in keys:
+                raise ConfigError("--cells", f"unknown key {key!r} for {name} in {spec!r}; "
+                                             f"allowed keys: {', '.join(keys)}")
             if key in seen:
                 raise ConfigError("--cells", f"{key!r} is given twice in {spec!r}")
             seen.add(key)
-            if key == "init" and value not in INITS:
-                raise ConfigError("--cells", f"init={value!r} in {spec!r}; choose from {', '.join(INITS)}")
-            if key == "nonlinearity" and value not in NONLINEARITIES:
-                raise ConfigError("--cells", f"nonlinearity={value!r} in {spec!r}; choose from "
-                                             f"{', '.join(NONLINEARITIES)}")
-            if key == "forget_bias":
-                try:
-                    value = float(value)
-                except ValueError:
-                    raise ConfigError("--cells", f"forget_bias={value!r} in {spec!r} is not a number") from None
-            settings[key] = value
-        specs.append(CellSpec(cell, **settings))
+            settings[key] = _setting(cell, key, value, spec)
+        if settings["init"] not in cell.inits:
+            raise ConfigError("--cells" if "init" in seen else "--init",
+                              f"init={settings['init']!r} for {name} in {spec!r}; choose from "
+                              f"{', '.join(cell.inits)}")
+        specs.append(CellSpec(name, **settings))
     labels = [s.label for s in specs]
     repeated = sorted({l for l in labels if labels.count(l) > 1})
     if repeated:
         raise ConfigError("--cells", f"{', '.join(map(repr, repeated))} appears more than once; give each "
                                      f"its own settings or a label=")
     return specs
+
+
+def _setting(cell, key, value, spec):
+    """The text ``value`` of ``key`` for ``cell``, converted and checked by the cell's option."""
+    if key == "label":
+        return value
+    choices = cell.inits if key == "init" else cell.options[key].choices
+    if choices is not None and value not in choices:
+        raise ConfigError("--cells", f"{key}={value!r} in {spec!r}; choose from {', '.join(choices)}")
+    if key == "init":
+        return value
+    if cell.options[key].kind is float:
+        try:
+            float(value)
+        except ValueError:
+            raise ConfigError("--cells", f"{key}={value!r} in {spec!r} is not a number") from None
+    try:
+        return cell.options[key].validate(cell.name, key, value)
+    except ValueError as err:
+        raise ConfigError("--cells", f"{err} in {spec!r}") from None
 
 
 def _last_step(T):
@@ -285,7 +315,7 @@ def _positive(option, value):
         raise ConfigError(option, f"need a positive integer, got {value!r}")
 
 
-def run(cells=None, *, seq_len=200, hidden=64, layers=1, init="default", forget_bias=0.0, nonlinearity="tanh",
+def run(cells=None, *, seq_len=200, hidden=64, layers=1, init="default", forget_bias=0.0, nonlinearity=None,
         task="adding", train_steps=0, lr=1e-3, seeds=5, batch_size=32, seed=0, out="gradflow.png",
         csv_path=None, echo=None):
     """Measure every cell, write the figure and the CSV, and return the results.

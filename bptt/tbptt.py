@@ -38,12 +38,11 @@ from collections import deque
 import numpy as np
 
 from bptt import functional as F
-from bptt.nn.layers import Dropout
 from bptt.nn.module import Module
 from bptt.optim import clip_grad_norm
 from bptt.tape import Tensor, no_grad
 
-__all__ = ["TBPTT"]
+__all__ = ["TBPTT", "WindowSchedule"]
 
 
 def _flat(state):
@@ -58,6 +57,41 @@ def _shaped(like, tensors):
 
 def _data(t):
     return t.data if isinstance(t, Tensor) else np.asarray(t)
+
+
+class WindowSchedule:
+    """Where BPTT(k2; k1) updates and where it cuts: arithmetic on stream positions, no tensors.
+
+    Positions count the steps fed in the current stream.  After every k1-th step, at t, an
+    update is made from the losses of steps (t - k1, t], backpropagated through (t - k2, t].
+    ``TBPTT`` asks this schedule how long a piece may run, when to update, where to stop the
+    backward pass and which pieces it may forget; recording and backpropagating are its own.
+    """
+
+    def __init__(self, k1, k2):
+        self.k1, self.k2 = k1, k2
+
+    def piece_length(self, since_update, remaining):
+        """Steps the next piece may run: to the next update point or cut point, at most
+        ``remaining``.  A cut point lies k2 before a later update (t + j k1 - k2)."""
+        return min(remaining, self.k1 - since_update % self.k1,
+                   self.k1 - (since_update + self.k2) % self.k1)
+
+    def is_update(self, since_update):
+        return since_update == self.k1
+
+    def cut(self, t):
+        """The start of the window backpropagated at an update at t: h_cut is held constant."""
+        return max(0, t - self.k2)
+
+    def next_cut(self, t):
+        """Where the window of the next planned update, k1 after t, will start."""
+        return t + self.k1 - self.k2
+
+    def needed(self, covered, oldest):
+        """Whether the oldest kept piece (``oldest`` steps) is still inside the last k2 of the
+        ``covered`` steps that the kept pieces span."""
+        return covered - oldest < self.k2
 
 
 class _Piece:
@@ -170,6 +204,7 @@ class TBPTT:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.window_loss = window_loss
         self.k1, self.k2 = int(k1), int(k2)
+        self.schedule = WindowSchedule(self.k1, self.k2)
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         if isinstance(model, Module):
             self._params = model.parameters()
@@ -191,8 +226,8 @@ class TBPTT:
     def reset_state(self):
         """Start a new stream: forget the state, the tape and an unfinished window's steps."""
         self.state = None
-        self._tape = deque()     # pieces covering the last k2 steps (and the rest of the oldest)
-        self._tape_steps = 0
+        self._pieces = deque()   # pieces covering the last k2 steps (and the rest of the oldest)
+        self._piece_steps = 0
         self._pos = 0            # steps fed in this stream
         self._last = 0           # position of the last update
 
@@ -200,7 +235,7 @@ class TBPTT:
     def tape_length(self):
         """How many of the last steps the kept pieces cover: k2, plus the rest of the oldest
         piece (fewer than k1 steps); pieces no later window needs whole hold no entries."""
-        return self._tape_steps
+        return self._piece_steps
 
     def run(self, x, y, mask=None):
         """Feed a (chunk of a) sequence, updating every k1 steps.
@@ -245,17 +280,14 @@ class TBPTT:
         t = 0
         while t < T:
             # a piece ends at the next update point or cut point (k2 before a later update)
-            since = self._pos - self._last
-            n = min(T - t, self.k1 - since % self.k1, self.k1 - (since + self.k2) % self.k1)
-            fused = self._fast and not self._stochastic()
-            if not fused:
-                n = 1
+            fused = self._fast and not self._draws_random()
+            n = self.schedule.piece_length(self._pos - self._last, T - t) if fused else 1
             self._keep(self._record(x[t:t + n], y[t:t + n], mask[t:t + n], self.state, fused))
-            self.state = self._detached(_shaped(self.state, self._tape[-1].out))
+            self.state = self._detached(_shaped(self.state, self._pieces[-1].out))
             self._pos += n
             self.steps += n
             t += n
-            if self._pos - self._last == self.k1:
+            if self.schedule.is_update(self._pos - self._last):
                 records.append(self._update())
         return records
 
@@ -277,11 +309,9 @@ class TBPTT:
     def _detached(state):
         return _shaped(state, tuple(Tensor(_data(s)) for s in _flat(state)))
 
-    def _stochastic(self):
+    def _draws_random(self):
         """Whether a forward draws random numbers (a replay would not reproduce it)."""
-        return any(m.training and (isinstance(m, Dropout) and m.p > 0
-                                   or isinstance(getattr(m, "dropout", 0), float) and m.dropout > 0)
-                   for m in self.model.modules())
+        return bool(getattr(self.model, "draws_random", False))
 
     def _record(self, x, y, m, state, replayable=False):
         """Record the steps ``x`` from a detached copy of ``state`` as one piece; ``y`` None
@@ -308,10 +338,10 @@ class TBPTT:
         return _Piece(self._pos, x, state, weights, leaf, _flat(out), losses, m, replayable)
 
     def _keep(self, piece):
-        self._tape.append(piece)
-        self._tape_steps += piece.n
-        while self._tape_steps - self._tape[0].n >= self.k2:
-            self._tape_steps -= self._tape.popleft().n
+        self._pieces.append(piece)
+        self._piece_steps += piece.n
+        while not self.schedule.needed(self._piece_steps, self._pieces[0].n):
+            self._piece_steps -= self._pieces.popleft().n
 
     def _replay(self, piece, start):
         """Piece ``piece`` from position ``start`` on, recorded again (without losses) from its
@@ -336,16 +366,16 @@ class TBPTT:
     def _update(self):
         """Backpropagate the losses since the last update through the last k2 steps, then step."""
         t = self._pos
-        cut = max(0, t - self.k2)
+        cut = self.schedule.cut(t)
         window = []
-        for piece in reversed(self._tape):
+        for piece in reversed(self._pieces):
             if piece.start + piece.n <= cut:
                 break
             fresh = piece.start >= cut and piece.leaf is not None
             window.append(piece if fresh else self._replay(piece, max(cut, piece.start)))
         n, self._last = t - self._last, t
         self.optimizer.zero_grad()
-        value = self._backward(window, t - n, t + self.k1 - self.k2)
+        value = self._backward(window, t - n, self.schedule.next_cut(t))
         return self._step_optimizer(value)
 
     def _backward(self, window, first_loss, next_cut):

@@ -54,6 +54,7 @@ import numpy as np
 import bptt
 from bptt import rng as bptt_rng
 from bptt.config import ConfigError
+from bptt.nn import cell as cell_registry
 from bptt.io import load_npz, save_json, save_npz
 
 __all__ = ["TrainConfig", "ConfigError", "TrainingDiverged", "train", "resume", "evaluate",
@@ -61,9 +62,13 @@ __all__ = ["TrainConfig", "ConfigError", "TrainingDiverged", "train", "resume", 
            "build_optimizer", "predict",
            "OPTIMIZERS", "CELLS", "INITS", "NONLINEARITIES", "METRIC_COLUMNS"]
 
-CELLS = ("rnn", "lstm", "gru")
-INITS = ("default", "orthogonal", "identity")
-NONLINEARITIES = ("tanh", "relu")
+CELLS = cell_registry.names()
+INITS = cell_registry.INITS
+#: Every value some registered cell accepts for ``nonlinearity``.
+NONLINEARITIES = tuple(dict.fromkeys(v for c in cell_registry.registered()
+                                     for v in getattr(c.options.get("nonlinearity"), "choices", None) or ()))
+#: TrainConfig fields that are cell options: passed to the cells that take them.
+_CELL_OPTIONS = ("forget_bias", "nonlinearity")
 #: option value -> (class name in bptt.optim, default learning rate)
 OPTIMIZERS = {
     "sgd": ("SGD", 0.1),
@@ -93,7 +98,8 @@ class TrainConfig:
     None means: ``seq_len`` the task's own default, ``k1`` the sequence length, ``k2`` k1,
     ``lr`` the optimizer's default in ``OPTIMIZERS``; ``prepare`` fills them in.  ``data``,
     ``columns`` and ``target`` train on a user's CSV series instead of a named task.
-    ``forget_bias`` applies to LSTMs only.
+    ``forget_bias`` and ``nonlinearity`` go to the cells that take them (LSTM; RNN and IndRNN);
+    ``nonlinearity=None`` is the cell's own default.
     """
 
     task: str = "adding"
@@ -112,7 +118,7 @@ class TrainConfig:
     val_every: int = 100
     forget_bias: float = 1.0
     init: str = "default"
-    nonlinearity: str = "tanh"
+    nonlinearity: str | None = None
     data: str | None = None
     columns: list[str] = field(default_factory=list)
     target: str | None = None
@@ -139,14 +145,23 @@ def prepare(config):
         raise ConfigError("--data", "--column and --target select columns of a CSV given with --data")
     if c.data is not None and not c.target:
         raise ConfigError("--target", f"name the column of {c.data} to forecast")
-    for option, value, allowed in (("--cell", c.cell, CELLS), ("--init", c.init, INITS),
-                                   ("--nonlinearity", c.nonlinearity, NONLINEARITIES),
+    for option, value, allowed in (("--cell", c.cell, cell_registry.names()),
                                    ("--optimizer", c.optimizer, tuple(OPTIMIZERS))):
         if value not in allowed:
             raise ConfigError(option, f"unknown value {value!r}; choose from {', '.join(allowed)}")
-    if c.nonlinearity != "tanh" and c.cell != "rnn":
-        raise ConfigError("--nonlinearity", f"{c.nonlinearity!r} applies to --cell rnn only "
-                                            f"(the gated cells use tanh and sigmoid)")
+    cell = cell_registry.get(c.cell)
+    if c.init not in cell.inits:
+        raise ConfigError("--init", f"unknown value {c.init!r} for --cell {c.cell}; choose from "
+                                    f"{', '.join(cell.inits)}")
+    if c.nonlinearity is not None and "nonlinearity" not in cell.options:
+        takes = [k.name for k in cell_registry.registered() if "nonlinearity" in k.options]
+        raise ConfigError("--nonlinearity", f"{c.nonlinearity!r} applies to --cell {', '.join(takes)} "
+                                            f"only (the gated cells use tanh and sigmoid)")
+    for key, value in cell_options(c).items():
+        try:
+            cell.options[key].validate(f"--cell {c.cell}", key, value)
+        except ValueError as err:
+            raise ConfigError("--" + key.replace("_", "-"), str(err)) from None
     for option in ("hidden", "layers", "batch", "steps", "val_every") + (("seq_len",) if c.seq_len else ()):
         _check_positive_int(option, getattr(c, option))
     task = build_task(c)
@@ -193,13 +208,18 @@ def build_task(config):
         raise ConfigError(option, str(err)) from None
 
 
+def cell_options(config):
+    """The cell options ``config`` sets for its cell: those of ``forget_bias`` and
+    ``nonlinearity`` that the cell takes (None: the cell's default)."""
+    takes = cell_registry.get(config.cell).options
+    return {k: getattr(config, k) for k in _CELL_OPTIONS if k in takes and getattr(config, k) is not None}
+
+
 def build_model(config, task):
     """A ``SequenceModel`` for ``task``, drawn from the package generator seeded with ``config.seed``."""
     bptt.seed(config.seed)
-    extra = {"forget_bias": config.forget_bias} if config.cell == "lstm" else {}
     return bptt.nn.SequenceModel(config.cell, task.input_size, config.hidden, task.output_size,
-                                 num_layers=config.layers, nonlinearity=config.nonlinearity,
-                                 init=config.init, **extra)
+                                 num_layers=config.layers, init=config.init, **cell_options(config))
 
 
 def build_optimizer(config, model):

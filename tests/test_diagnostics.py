@@ -6,7 +6,7 @@ from bptt import diagnostics, ops
 from bptt.gradcheck import numerical_grad
 from bptt.diagnostics import (decay_rate, hidden_grad_norms, jacobian_norms, jacobians, memory_horizon,
                               parameter_grad_norms, suggest_truncation)
-from bptt.nn import Linear, Module, Parameter, SequenceModel
+from bptt.nn import Linear, Module, Parameter, SequenceModel, cell_names
 from bptt.tape import Tensor, no_grad
 
 
@@ -57,7 +57,7 @@ class StandIn(Module):
         return self.head(h[self.num_layers - 1]), ((h, ops.stack(*cs)) if self.kind == "lstm" else h)
 
 
-KINDS = ["standin-tanh", "standin-lstm", "rnn", "lstm", "gru"]
+KINDS = ["standin-tanh", "standin-lstm", *cell_names()]     # and every registered cell
 
 
 def make(kind, rng, L=2, H=3, I=2, O=2):
@@ -129,10 +129,15 @@ def test_norms_are_the_masked_mean_of_per_step_gradients(kind, rng):
     for s in np.flatnonzero(mask):
         state, hs = model.initial_state(B), []
         for t in range(s + 1):
-            y_t, state = model.step(x[t], state)
-            hs.append(diagnostics._hidden(state).retain_grad())
+            if isinstance(model, SequenceModel):      # every layer's h^l_t, as the layers read it
+                y_t, state, layers = model.step(x[t], state, return_layers=True)
+                hs.append([h.retain_grad() for h in layers])
+            else:
+                y_t, state = model.step(x[t], state)
+                hs.append([diagnostics._hidden(state).retain_grad()])
         mse(y_t, y[s]).backward()
-        total[:, :s + 1] += mask[s] / mask.sum() * np.stack([h.grad for h in hs], axis=1)
+        grads = np.stack([np.stack([h.grad for h in step]).reshape(L, B, H) for step in hs], axis=1)
+        total[:, :s + 1] += mask[s] / mask.sum() * grads
     np.testing.assert_allclose(norms, np.linalg.norm(total, axis=-1), rtol=1e-10, atol=1e-15)
     assert norms[:, -1].max() == 0   # the last step reaches no weighted loss
     whole = hidden_grad_norms(model, x, y, mse, mask=mask)
@@ -205,8 +210,8 @@ def test_hidden_grad_norms_rejects_bad_input(rng):
 
 # -- Jacobians ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,L", [("standin-tanh", 1), ("standin-lstm", 2), ("rnn", 1), ("rnn", 2),
-                                    ("lstm", 2), ("gru", 2)])
+@pytest.mark.parametrize("kind,L", [("standin-tanh", 1), ("standin-lstm", 2), (cell_names()[0], 1),
+                                    *((c, 2) for c in cell_names())])
 def test_jacobians_equal_finite_differences(kind, L, rng):
     T, B, H = 5, 2, 3
     model = make(kind, rng, L, H)
@@ -258,7 +263,7 @@ def test_jacobians_leave_mode_and_gradients_alone(rng):
     assert model.rnn.weight_hh_l0.grad is None
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("kind", cell_names())
 def test_fused_and_reference_paths_measure_the_same(kind, rng):
     model = make(kind, rng, L=2, H=4)
     x, y = data(rng, 6, 3)

@@ -8,11 +8,12 @@ from hypothesis import given, settings, strategies as st
 
 import bptt
 from bptt import Tensor, nn, ops
-from bptt.nn.recurrent import gru_step_reference, lstm_step_reference, rnn_step_reference
+from bptt.nn import cell as registry
 
 F64 = np.float64
-SEQUENCES = [(nn.RNN, {}), (nn.RNN, {"nonlinearity": "relu"}), (nn.LSTM, {}), (nn.GRU, {})]
-SEQ_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
+# every registered cell, once per choice of each of its options: a new cell is tested with no edit
+CASES = [(c.name, v) for c in registry.registered() for v in c.variants()]
+CASE_IDS = ["-".join([name, *map(str, v.values())]) for name, v in CASES]
 LAYOUTS = [{}, {"num_layers": 2}, {"bidirectional": True}, {"batch_first": True},
            {"num_layers": 2, "bidirectional": True, "bias": False}]
 
@@ -21,13 +22,17 @@ def _tensor(rng, *shape):
     return Tensor(rng.standard_normal(shape), requires_grad=True)
 
 
+def _random_state(cell, rng, shape):
+    """A state of the cell's structure: one tensor, or a tuple such as an LSTM's (h, c)."""
+    parts = tuple(_tensor(rng, *shape) for _ in registry.get(cell).state)
+    return parts if len(parts) > 1 else parts[0]
+
+
 def _state(module, rng, batch, given_state):
     if not given_state:
         return None
-    shape = (module.num_layers * module.num_directions, batch, module.hidden_size)
-    if isinstance(module, nn.LSTM):
-        return (_tensor(rng, *shape), _tensor(rng, *shape))
-    return _tensor(rng, *shape)
+    return _random_state(module.cell, rng, (module.num_layers * module.num_directions, batch,
+                                            module.hidden_size))
 
 
 def _flat(state):
@@ -57,21 +62,13 @@ def _grads(module, x, state):
 
 # -- cells --------------------------------------------------------------------------------------
 
-CELLS = [(nn.RNNCell, {}), (nn.RNNCell, {"nonlinearity": "relu"}), (nn.LSTMCell, {}), (nn.GRUCell, {})]
-
-
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("given_state", [True, False])
-@pytest.mark.parametrize("cls, options", CELLS, ids=SEQ_IDS)
-def test_cell_gradcheck(cls, options, given_state, fused, rng):
-    cell = cls(3, 4, dtype=F64, fused=fused, **options)
+@pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
+def test_cell_gradcheck(name, options, given_state, fused, rng):
+    cell = nn.Cell(name, 3, 4, dtype=F64, fused=fused, **options)
     x = _tensor(rng, 2, 3)
-    if not given_state:
-        state = None
-    elif cls is nn.LSTMCell:
-        state = (_tensor(rng, 2, 4), _tensor(rng, 2, 4))
-    else:
-        state = _tensor(rng, 2, 4)
+    state = _random_state(name, rng, (2, 4)) if given_state else None
 
     def fn(*_):
         out = cell(x, state)
@@ -82,9 +79,9 @@ def test_cell_gradcheck(cls, options, given_state, fused, rng):
     assert bptt.gradcheck(fn, [x, *cell.parameters(), *([] if state is None else _flat(state))])
 
 
-@pytest.mark.parametrize("cls, options", CELLS, ids=SEQ_IDS)
-def test_cell_fused_equals_reference(cls, options, rng):
-    cell = cls(5, 6, dtype=F64, **options)
+@pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
+def test_cell_fused_equals_reference(name, options, rng):
+    cell = nn.Cell(name, 5, 6, dtype=F64, **options)
     x = rng.standard_normal((3, 5))
     outs = []
     for fused in (True, False):
@@ -137,9 +134,9 @@ def test_gru_cell_by_hand():
 # -- sequence modules ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda d: "-".join(f"{k}={v}" for k, v in d.items()) or "plain")
-@pytest.mark.parametrize("cls, options", SEQUENCES, ids=SEQ_IDS)
-def test_sequence_gradcheck(cls, options, layout, rng):
-    module = cls(2, 3, dtype=F64, **options, **layout)
+@pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
+def test_sequence_gradcheck(name, options, layout, rng):
+    module = nn.Recurrent(name, 2, 3, dtype=F64, **options, **layout)
     x = _tensor(rng, *((2, 4, 2) if layout.get("batch_first") else (4, 2, 2)))
     state = _state(module, rng, 2, given_state=layout.get("num_layers") != 2)
     inputs = [x, *module.parameters(), *([] if state is None else _flat(state))]
@@ -148,9 +145,9 @@ def test_sequence_gradcheck(cls, options, layout, rng):
 
 @pytest.mark.parametrize("given_state", [True, False])
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda d: "-".join(f"{k}={v}" for k, v in d.items()) or "plain")
-@pytest.mark.parametrize("cls, options", SEQUENCES, ids=SEQ_IDS)
-def test_sequence_fused_equals_reference(cls, options, layout, given_state, rng):
-    module = cls(3, 5, dtype=F64, **options, **layout)
+@pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
+def test_sequence_fused_equals_reference(name, options, layout, given_state, rng):
+    module = nn.Recurrent(name, 3, 5, dtype=F64, **options, **layout)
     x = _tensor(rng, 6, 4, 3)
     state = _state(module, rng, 4 if not layout.get("batch_first") else 6, given_state)
     results = []
@@ -162,12 +159,11 @@ def test_sequence_fused_equals_reference(cls, options, layout, given_state, rng)
 
 
 @settings(max_examples=8, deadline=None)
-@given(cell=st.sampled_from(["rnn", "lstm", "gru"]), T=st.integers(1, 5), B=st.integers(1, 3),
+@given(cell=st.sampled_from(registry.names()), T=st.integers(1, 5), B=st.integers(1, 3),
        I=st.integers(1, 4), H=st.integers(1, 4), seed=st.integers(0, 2 ** 16))
 def test_fused_equals_reference_over_shapes(cell, T, B, I, H, seed):
     bptt.seed(seed)
-    cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
-    module = cls(I, H, dtype=F64, bidirectional=True)
+    module = nn.Recurrent(cell, I, H, dtype=F64, bidirectional=True)
     x = _tensor(np.random.default_rng(seed), T, B, I)
     results = []
     for fused in (True, False):
@@ -212,7 +208,7 @@ def test_encoder_lstm_head_gradchecks_end_to_end(rng):
 
 
 def test_float32_stays_float32(rng):
-    for cell in ("rnn", "lstm", "gru"):
+    for cell in registry.names():
         model = nn.SequenceModel(cell, 3, 4, 2, num_layers=2)
         x = Tensor(rng.standard_normal((5, 2, 3)).astype(np.float32), requires_grad=True)
         y, state = model(x)
@@ -284,7 +280,7 @@ def test_dropout_between_layers_only_in_training(rng):
 
 # -- SequenceModel ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", registry.names())
 def test_sequence_model_step_equals_forward(cell, rng):
     model = nn.SequenceModel(cell, 3, 4, 2, num_layers=2, dtype=F64)
     x = rng.standard_normal((5, 2, 3))
@@ -301,26 +297,27 @@ def test_sequence_model_step_equals_forward(cell, rng):
 
 
 @pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_step_state_grad_is_total_for_every_layer(cell, fused, rng):
-    """The diagnostics contract: the returned state's retained grad is the total dL/dh_t of each
-    layer, including the path through the layer above at the same step (checked against central
-    differences of a perturbation added to h^l_t as it is made)."""
+@pytest.mark.parametrize("cell", registry.names())
+def test_step_layer_grads_are_total_for_every_layer(cell, fused, rng):
+    """The diagnostics contract: the per-layer hidden states that ``step(return_layers=True)``
+    gives have, once retained, the total dL/dh^l_t as their grad, including the path through the
+    layer above at the same step (checked against central differences of a perturbation added to
+    h^l_t as it is made, in a loop over the cell's reference step)."""
     model = nn.SequenceModel(cell, 3, 4, 2, num_layers=3, dtype=F64, fused=fused)
     x = rng.standard_normal((4, 2, 3))
     target = rng.standard_normal((4, 2, 2))
-    step = {"rnn": rnn_step_reference, "lstm": lstm_step_reference, "gru": gru_step_reference}[cell]
+    kind = model.cell_type
 
     def loss_with(t_hit=None, layer_hit=None, delta=0.0):
-        states = [(np.zeros((2, 4)),) * (2 if cell == "lstm" else 1)] * 3
+        states = [tuple(np.zeros((2, 4)) for _ in kind.state)] * 3
         loss = 0.0
         for t in range(4):
             inp = x[t]
             for layer in range(3):
                 weights = [getattr(model.rnn, f"{n}_l{layer}").data
                            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-                out = step(inp, *states[layer], *weights)
-                out = tuple(out) if isinstance(out, tuple) else (out,)
+                out = tuple(kind.reference(inp, states[layer], weights, **model.rnn._step_options))
+                out = tuple(o.data if isinstance(o, Tensor) else o for o in out)
                 if (t, layer) == (t_hit, layer_hit):
                     out = (out[0] + delta,) + out[1:]
                 states[layer] = out
@@ -330,8 +327,9 @@ def test_step_state_grad_is_total_for_every_layer(cell, fused, rng):
 
     state, loss, hs = None, 0.0, []
     for t in range(4):
-        y_t, state = model.step(x[t], state)
-        hs.append((state[0] if cell == "lstm" else state).retain_grad())
+        y_t, state, layers = model.step(x[t], state, return_layers=True)
+        assert len(layers) == 3 and all(h.shape == (2, 4) for h in layers)
+        hs.append([h.retain_grad() for h in layers])
         loss = loss + ((y_t - target[t]) ** 2).sum()
     loss.backward()
     assert loss.item() == pytest.approx(loss_with(), abs=1e-12)
@@ -340,10 +338,10 @@ def test_step_state_grad_is_total_for_every_layer(cell, fused, rng):
         delta = np.zeros((2, 4))
         delta[1, 2] = eps
         fd = (loss_with(t, layer, delta) - loss_with(t, layer, -delta)) / (2 * eps)
-        assert hs[t].grad[layer, 1, 2] == pytest.approx(fd, rel=1e-6, abs=1e-8), (t, layer)
+        assert hs[t][layer].grad[1, 2] == pytest.approx(fd, rel=1e-6, abs=1e-8), (t, layer)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", registry.names())
 def test_retained_grads_on_fused_sequence_output(cell, rng):
     """retain_grad works on the fused path: the output's grad equals the reference path's."""
     model = nn.SequenceModel(cell, 3, 4, 2, num_layers=2, dtype=F64)
@@ -386,9 +384,10 @@ def test_inputs_may_be_arrays_or_tensors(rng):
     (lambda: nn.SequenceModel("lstm", 3, 4, 1).step(np.zeros((5, 2, 3), np.float32)), ValueError,
      r"SequenceModel\('lstm'\)\.step: input has shape \(5, 2, 3\), expected \(B, 3\)"),
     (lambda: nn.SequenceModel("gru", 3, 4, 1)(np.zeros((5, 3), np.float32)), ValueError,
-     r"GRU\(3, 4\): expected a 3-D input \(T, B, I\)"),
+     r"Recurrent\('gru', 3, 4\): expected a 3-D input \(T, B, I\)"),
     (lambda: nn.LSTM(3, 4)(np.zeros((5, 2, 3), np.int64)), TypeError, r"LSTM\(3, 4\): input has dtype int64"),
-    (lambda: nn.SequenceModel("cnn", 3, 4, 1), ValueError, r"cell must be one of 'rnn', 'lstm', 'gru', got 'cnn'"),
+    (lambda: nn.SequenceModel("cnn", 3, 4, 1), ValueError,
+     "cell must be one of " + ", ".join(map(repr, registry.names())) + ", got 'cnn'"),
     (lambda: nn.SequenceModel("gru", 3, 4, 1, forget_bias=1.0), ValueError, r"forget_bias applies to .*lstm"),
     (lambda: nn.SequenceModel("lstm", 3, 4, 1, nonlinearity="relu"), ValueError, r"nonlinearity applies to cell='rnn'"),
     (lambda: nn.RNN(3, 4, nonlinearity="sigmoid"), ValueError, r"RNN: nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"),

@@ -344,7 +344,8 @@ def test_dropout_turns_the_sequence_path_off():
 
 # -- the toolkit's recurrent models ---------------------------------------------------------------
 
-SEQUENCE_MODELS = [("rnn", 1), ("lstm", 1), ("gru", 1), ("lstm", 2), ("gru", 3), ("rnn", 2)]
+# every registered cell, one and two layers (and three for one of them): new cells with no edit
+SEQUENCE_MODELS = [(c, L) for c in nn.cell_names() for L in (1, 2)] + [(nn.cell_names()[-1], 3)]
 
 
 def sequence_model(cell, layers, seed=12):

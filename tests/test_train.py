@@ -58,7 +58,7 @@ def assert_same_arrays(a, b):
     (["--data", "no/such.csv"], r"Invalid value for '--data': File 'no/such.csv' does not exist"),
     (["--target", "y"], r"Invalid value for '--data': --column and --target select columns of a CSV"),
     (["--data", __file__], r"Invalid value for '--target': name the column of .* to forecast"),
-    (["--cell", "lstm", "--nonlinearity", "relu"], r"'relu' applies to --cell rnn only"),
+    (["--cell", "lstm", "--nonlinearity", "relu"], r"'relu' applies to --cell rnn"),
 ])
 def test_usage_errors_exit_2_and_say_what_is_allowed(args, message, tmp_path):
     result = invoke("train", "--out", tmp_path / "run", *args)

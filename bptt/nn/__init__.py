@@ -6,4 +6,8 @@ from bptt.nn import init
 from bptt.nn.losses import (mse_loss, l1_loss, huber_loss, binary_cross_entropy_with_logits,
                              cross_entropy, MSELoss, L1Loss, HuberLoss, BCEWithLogitsLoss,
                              CrossEntropyLoss)
-from bptt.nn.recurrent import RNNCell, LSTMCell, GRUCell, RNN, LSTM, GRU, SequenceModel
+from bptt.nn.cell import CellType, Option, register as register_cell, names as cell_names
+from bptt.nn.recurrent import Cell, Recurrent, SequenceModel
+from bptt.nn.cells.rnn import RNNCell, RNN
+from bptt.nn.cells.lstm import LSTMCell, LSTM
+from bptt.nn.cells.gru import GRUCell, GRU

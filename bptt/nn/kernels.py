@@ -1,79 +1,56 @@
-"""Fused recurrent primitives: a whole cell step, or a whole sequence, as one tape entry.
+"""Fused recurrent primitives: what every cell's fast path shares, and the factory that makes them.
 
-The readable reference (cells unrolled out of ``linear``, ``sigmoid``, ``tanh``, ``mul``, ...,
-about twenty entries a step) lives in ``bptt.nn.recurrent``; tests check these kernels against it
-and against finite differences.  What makes them fast:
+A cell module writes one ``forward`` over a whole (T, B, I) sequence and one ``backward``;
+``fused_kernels`` turns the pair into two registered primitives, a step and a sequence, each one
+tape entry, checked (shapes, dtypes) here once for every cell.  The reference steps built from
+small ops live in the cell modules too; the op tests gradient-check these primitives on the
+examples made here, and the cell tests compare them with the references.
+
+What makes the kernels fast (see ``bptt.nn.cells.lstm`` for the full set):
 
 * the input projections of all T timesteps are one GEMM, ``(T*B, I) @ (I, G*H)``;
 * each step is one GEMM ``(B, H) @ (H, G*H)`` and a handful of in-place ufunc calls on
-  preallocated buffers (``out=``), about ten a step forward and seven backward for the LSTM;
-* sigmoid is computed as ``0.5 * tanh(a / 2) + 0.5``: the halving is folded into the weights
-  once per call, so one ``tanh`` covers every gate of a step;
-* backward computes all activation derivatives for the whole sequence before its loop, so the
-  loop only does what depends on the recursion, and accumulates the weight gradients in one GEMM
-  over the stacked timesteps, as cuDNN-style implementations do.
+  preallocated buffers (``out=``);
+* sigmoid is computed as ``0.5 * tanh(a / 2) + 0.5``, the halving folded into the weights once
+  per call, so one ``tanh`` covers every gate of a step;
+* backward computes all activation derivatives for the whole sequence before its loop, and
+  accumulates the weight gradients in one GEMM over the stacked timesteps.
 
-Gate order and formulas are PyTorch's (LSTM i, f, g, o; GRU r, z, n with
-``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``).  ``reverse=True`` runs the recursion from the
-last timestep to the first (the backward direction of a bidirectional layer) while inputs and
-outputs stay in time order.  Every buffer takes the dtype of the inputs, so float32 stays float32.
+``reverse=True`` runs the recursion from the last timestep to the first (the backward direction
+of a bidirectional layer) while inputs and outputs stay in time order.  Every buffer takes the
+dtype of the inputs, so float32 stays float32.
 
-Shapes: x (T, B, I), h0/c0 (B, H), weight_ih (G*H, I), weight_hh (G*H, H), biases (G*H,),
-y (T, B, H); G = 1 (RNN), 3 (GRU), 4 (LSTM).
+Shapes: x (T, B, I), state (B, H) each, weight_ih (G*H, I), weight_hh (G*H, H), biases (G*H,),
+y (T, B, H).
 """
 
 from __future__ import annotations
-
-import weakref
 
 import numpy as np
 
 from bptt.ops import OpError, custom, primitive
 
-__all__ = ["rnn_cell", "lstm_cell", "gru_cell", "rnn_sequence", "lstm_sequence", "gru_sequence",
-           "feed_up", "StateSink"]
-
-_NONLINEARITIES = ("tanh", "relu")
+__all__ = ["fused_kernels", "project", "recurrent_matrix", "in_step_order", "weight_grads"]
 
 
-def _check(x, h, w_ih, w_hh, b_ih, b_hh, gates, cs=()):
-    """The common dtype of the operands, or an OpError describing the mismatch."""
-    if np.ndim(x) != 3 or np.ndim(h) != 2 or np.ndim(w_ih) != 2 or np.ndim(w_hh) != 2:
-        raise OpError(f"need x (T, B, I), h (B, H), weight_ih (G*H, I), weight_hh (G*H, H); got "
-                      f"{np.shape(x)}, {np.shape(h)}, {np.shape(w_ih)}, {np.shape(w_hh)}")
-    T, B, I = x.shape
-    H = w_hh.shape[1]
-    want = {"weight_ih": (gates * H, I), "weight_hh": (gates * H, H), "h": (B, H)}
-    got = {"weight_ih": w_ih.shape, "weight_hh": w_hh.shape, "h": h.shape}
-    for i, c in enumerate(cs):
-        want[f"c{i}"], got[f"c{i}"] = (B, H), np.shape(c)
-    if (b_ih is None) != (b_hh is None):
-        raise OpError("give both biases or neither")
-    if b_ih is not None:
-        want["bias_ih"] = want["bias_hh"] = (gates * H,)
-        got["bias_ih"], got["bias_hh"] = np.shape(b_ih), np.shape(b_hh)
-    bad = [f"{k} {got[k]} (expected {v})" for k, v in want.items() if got[k] != v]
-    if bad:
-        raise OpError(f"for x of shape {x.shape} and hidden size {H}: " + ", ".join(bad))
-    arrays = [a for a in (x, h, w_ih, w_hh, b_ih, b_hh, *cs) if a is not None]
-    return np.result_type(*arrays)
+# -- shared numerics ----------------------------------------------------------------------------
 
-
-def _project(x, w_ih, b_ih, b_hh, dtype, scale, fold):
+def project(x, w_ih, b_ih, b_hh, scale=None, fold=1):
     """All input projections at once, (T, B, G*H): ``(x @ w_ih.T + b_ih + fold * b_hh) * scale``.
 
     ``scale`` (G*H,) is folded into the weight rows and the bias beforehand (small arrays), so the
     large result takes one GEMM and one pass for the bias.
     """
     T, B, I = x.shape
-    w = w_ih.astype(dtype, copy=False) * scale[:, None]
-    xp = np.matmul(x.reshape(T * B, I).astype(dtype, copy=False), w.T)
+    w = w_ih if scale is None else w_ih * scale[:, None]
+    xp = np.matmul(x.reshape(T * B, I), w.T)
     if b_ih is not None:
-        xp += (b_ih + b_hh * fold).astype(dtype, copy=False) * scale
+        b = b_ih + b_hh * fold
+        xp += b if scale is None else b * scale
     return xp.reshape(T, B, -1)
 
 
-def _recurrent_matrix(w_hh, scale, dtype, x):
+def recurrent_matrix(w_hh, scale, x):
     """``(w_hh * scale[:, None]).T``, the (H, G*H) matrix each step multiplies ``h`` by.
 
     Made C-contiguous when ``x`` (T, B, I) has several steps of several rows: OpenBLAS runs the
@@ -81,34 +58,32 @@ def _recurrent_matrix(w_hh, scale, dtype, x):
     the transposing copy after a step or two.  A single step, or B = 1 (a GEMV, as fast either
     way), keeps the view.
     """
-    w_t = w_hh.astype(dtype, copy=False).T
-    if scale is not None:
-        w_t = w_t * scale
+    w_t = w_hh.T if scale is None else w_hh.T * scale
     T, B = np.shape(x)[:2]
     return np.ascontiguousarray(w_t) if T > 1 and B > 1 else w_t
 
 
-def _steps(a, reverse):
+def in_step_order(a, reverse):
     """``a`` (T, ...) indexed by step number: time order, or reversed for a backward direction."""
     return a[::-1] if reverse else a
 
 
-def _weight_grads(res_x, w_ih, dpre_x, dpre_h, ys, h0, reverse, needs):
+def weight_grads(x, w_ih, dpre_x, dpre_h, ys, h0, reverse, need_x, need_w_ih, need_w_hh):
     """dx, dW_ih, dW_hh from the pre-activation cotangents stacked over time (one GEMM each).
 
     ``dpre_x`` (T, B, G*H) is the cotangent of the input projection, ``dpre_h`` that of
     ``h_{t-1} @ W_hh.T``; both in time order.  Step k read h_{k-1}: the previous output in
     step order, or h0 at the first step.
     """
-    T, B, I = res_x.shape
+    T, B, I = x.shape
     GH = dpre_x.shape[-1]
     dx2 = dpre_x.reshape(T * B, GH)
     dx = dw_ih = dw_hh = None
-    if needs[0]:
+    if need_x:
         dx = (dx2 @ w_ih).reshape(T, B, I)
-    if needs[1]:
-        dw_ih = dx2.T @ res_x.reshape(T * B, I)
-    if needs[2]:
+    if need_w_ih:
+        dw_ih = dx2.T @ x.reshape(T * B, I)
+    if need_w_hh:
         first, rest = (T - 1, slice(0, T - 1)) if reverse else (0, slice(1, T))
         prev = slice(1, T) if reverse else slice(0, T - 1)
         dw_hh = dpre_h[first].T @ h0
@@ -117,384 +92,122 @@ def _weight_grads(res_x, w_ih, dpre_x, dpre_h, ys, h0, reverse, needs):
     return dx, dw_ih, dw_hh
 
 
-# -- Elman RNN ----------------------------------------------------------------------------------
+# -- the factory --------------------------------------------------------------------------------
 
-def _rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse):
-    if nonlinearity not in _NONLINEARITIES:
-        raise OpError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    dtype = _check(x, h0, w_ih, w_hh, b_ih, b_hh, 1)
-    ys = _project(x, w_ih, b_ih, b_hh, dtype, np.ones(w_hh.shape[0], dtype), 1)  # -> outputs, in place
-    w_hh = w_hh.astype(dtype, copy=False)
-    w_hh_t = _recurrent_matrix(w_hh, None, dtype, x)
-    h0 = h0.astype(dtype, copy=False)
-    Y = _steps(ys, reverse)
-    buf = np.empty(h0.shape, dtype)
-    h = h0
-    for k in range(len(Y)):
-        np.matmul(h, w_hh_t, out=buf)
-        h = Y[k]
-        h += buf
-        if nonlinearity == "tanh":
-            np.tanh(h, out=h)
-        else:
-            np.maximum(h, 0, out=h)
-    return ys, (x, h0, w_ih, w_hh, nonlinearity, reverse, ys, b_ih is not None)
+_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-def _rnn_backward(res, gy, gh, needs):
-    x, h0, w_ih, w_hh, nonlinearity, reverse, ys, has_bias = res
-    Y = _steps(ys, reverse)
-    if nonlinearity == "tanh":
-        deriv = np.multiply(Y, Y)
-        np.subtract(1, deriv, out=deriv)
-    else:
-        deriv = (Y > 0).astype(ys.dtype)
-    da = np.empty_like(ys)
-    D = _steps(da, reverse)
-    GY = None if gy is None else _steps(gy, reverse)
-    dh = np.empty(h0.shape, ys.dtype)
-    rec = np.array(gh, dtype=ys.dtype, copy=True)
-    for k in range(len(Y) - 1, -1, -1):
-        if GY is None:
-            dh, rec = rec, dh
-        else:
-            np.add(rec, GY[k], out=dh)
-        np.multiply(dh, deriv[k], out=D[k])
-        np.matmul(D[k], w_hh, out=rec)
-    dx, dw_ih, dw_hh = _weight_grads(x, w_ih, da, da, ys, h0, reverse,
-                                     (needs[0], needs[2], needs[3]))
-    db = da.sum(axis=(0, 1)) if has_bias else None
-    return dx, (rec if needs[1] else None), dw_ih, dw_hh, db, db
+def _operands(x, state, weights, shapes):
+    """The operands in one dtype, or an OpError naming every mismatched shape."""
+    if np.ndim(x) != 3 or any(np.ndim(s) != 2 for s in state):
+        raise OpError(f"need x (T, B, I) and a state of (B, H) arrays; got x {np.shape(x)}, state "
+                      + ", ".join(str(np.shape(s)) for s in state))
+    if len(weights) not in (2, 4):
+        raise OpError(f"need weight_ih, weight_hh and optionally both biases; got {len(weights)} weights")
+    T, B, I = x.shape
+    H = np.shape(state[0])[1]
+    want = dict(zip(_WEIGHTS, shapes(I, H).values()))
+    bad = [f"state[{k}] {np.shape(s)} (expected {(B, H)})" for k, s in enumerate(state)
+           if np.shape(s) != (B, H)]
+    bad += [f"{n} {np.shape(w)} (expected {want[n]})" for n, w in zip(_WEIGHTS, weights)
+            if np.shape(w) != tuple(want[n])]
+    if bad:
+        raise OpError(f"for x of shape {x.shape} and hidden size {H}: " + ", ".join(bad))
+    dtype = np.result_type(x, *state, *weights)
+    cast = [np.asarray(a).astype(dtype, copy=False) for a in (x, *state, *weights)]
+    x, state, weights = cast[0], tuple(cast[1:1 + len(state)]), tuple(cast[1 + len(state):])
+    return x, state, weights + (None,) * (4 - len(weights))
 
 
-# -- LSTM ---------------------------------------------------------------------------------------
-
-def _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
-    dtype = _check(x, h0, w_ih, w_hh, b_ih, b_hh, 4, (c0,))
-    H = w_hh.shape[1]
-    # sigmoid(a) = 0.5 * tanh(a / 2) + 0.5: halve the i, f, o pre-activations once, here, so that
-    # each step needs one tanh over all four gates and one affine map back
-    half = np.full(4 * H, 0.5, dtype)
-    half[2 * H:3 * H] = 1
-    shift = np.full(4 * H, 0.5, dtype)
-    shift[2 * H:3 * H] = 0
-    gates = _project(x, w_ih, b_ih, b_hh, dtype, half, 1)
-    w_scaled_t = _recurrent_matrix(w_hh, half, dtype, x)
-    T, B = gates.shape[:2]
-    ys = np.empty((T, B, H), dtype)
-    tcs = np.empty((T, B, H), dtype)
-    cs = np.empty((T + 1, B, H), dtype)       # by step: cs[0] = c0, cs[k + 1] after step k
-    cs[0] = c0
-    A, Y, TC = _steps(gates, reverse), _steps(ys, reverse), _steps(tcs, reverse)
-    buf = np.empty((B, 4 * H), dtype)
-    tmp = np.empty((B, H), dtype)
-    h = h0.astype(dtype, copy=False)
-    for k in range(T):
-        a = A[k]
-        np.matmul(h, w_scaled_t, out=buf)
-        a += buf
-        np.tanh(a, out=a)
-        a *= half
-        a += shift
-        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        c = cs[k + 1]
-        np.multiply(f, cs[k], out=c)
-        np.multiply(i, g, out=tmp)
-        c += tmp
-        np.tanh(c, out=TC[k])
-        h = Y[k]
-        np.multiply(o, TC[k], out=h)
-    res = (x, h0.astype(dtype, copy=False), w_ih, w_hh.astype(dtype, copy=False), reverse,
-           gates, cs, tcs, ys, b_ih is not None)
-    return (ys, cs[T]), res
+def _trim(grads, needs):
+    """The cotangents of the inputs the call had: without biases, the last two slots go."""
+    return tuple(g if need else None for g, need in zip(grads, needs))
 
 
-def _lstm_backward(res, gy, gh, gc, needs):
-    x, h0, w_ih, w_hh, reverse, gates, cs, tcs, ys, has_bias = res
-    T, B, H = ys.shape
-    dtype = ys.dtype
-    A = _steps(gates.reshape(T, B, 4, H), reverse)
-    TC = _steps(tcs, reverse)
-    i, f, g, o = A[:, :, 0], A[:, :, 1], A[:, :, 2], A[:, :, 3]
-    # everything that does not depend on the recursion, for all steps at once:
-    # M = [g * i', c_prev * f', i * g'] multiplies dc;  N = tanh(c) * o' and P = o * tanh'(c) dh
-    sq = np.multiply(A, A)
-    deriv = np.subtract(A, sq, out=sq)                   # s (1 - s) for i, f, o
-    np.subtract(1, np.multiply(g, g), out=deriv[:, :, 2])  # 1 - g^2 for g
-    M = np.empty((T, B, 3, H), dtype)
-    np.multiply(g, deriv[:, :, 0], out=M[:, :, 0])
-    np.multiply(cs[:T], deriv[:, :, 1], out=M[:, :, 1])
-    np.multiply(i, deriv[:, :, 2], out=M[:, :, 2])
-    N = np.multiply(TC, deriv[:, :, 3])
-    P = np.multiply(TC, TC)
-    np.subtract(1, P, out=P)
-    P *= o
-    dgates = np.empty((T, B, 4 * H), dtype)
-    DG = _steps(dgates, reverse)
-    DG4 = _steps(dgates.reshape(T, B, 4, H), reverse)   # reshape first: writes must reach dgates
-    GY = None if gy is None else _steps(gy, reverse)
-    dh = np.empty((B, H), dtype)
-    rec = np.array(gh, dtype=dtype, copy=True)
-    dc = np.array(gc, dtype=dtype, copy=True)
-    tmp = np.empty((B, H), dtype)
-    for k in range(T - 1, -1, -1):
-        if GY is None:
-            dh, rec = rec, dh
-        else:
-            np.add(rec, GY[k], out=dh)
-        np.multiply(dh, P[k], out=tmp)
-        dc += tmp
-        np.multiply(dc[:, None, :], M[k], out=DG4[k, :, :3])
-        np.multiply(dh, N[k], out=DG4[k, :, 3])
-        np.matmul(DG[k], w_hh, out=rec)
-        dc *= f[k]
-    dx, dw_ih, dw_hh = _weight_grads(x, w_ih, dgates, dgates, ys, h0, reverse,
-                                     (needs[0], needs[3], needs[4]))
-    db = dgates.sum(axis=(0, 1)) if has_bias else None
-    return dx, (rec if needs[1] else None), (dc if needs[2] else None), dw_ih, dw_hh, db, db
-
-
-# -- GRU ----------------------------------------------------------------------------------------
-
-def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
-    dtype = _check(x, h0, w_ih, w_hh, b_ih, b_hh, 3)
-    H = w_hh.shape[1]
-    half = np.ones(3 * H, dtype)
-    half[:2 * H] = 0.5       # r and z are sigmoids: 0.5 * tanh(a / 2) + 0.5
-    fold = np.ones(3 * H, dtype)
-    fold[2 * H:] = 0         # b_hn sits inside r * (W_hn h + b_hn): not folded into the input side
-    xp = _project(x, w_ih, b_ih, b_hh, dtype, half, fold)
-    w_scaled_t = _recurrent_matrix(w_hh, half, dtype, x)
-    b_hn = None if b_hh is None else b_hh[2 * H:].astype(dtype, copy=False)
-    T, B = xp.shape[:2]
-    hp = np.empty((T, B, 3 * H), dtype)      # h_{t-1} @ W_hh.T (r, z halved), + b_hn on n
-    ys = np.empty((T, B, H), dtype)
-    XP, HP, Y = _steps(xp, reverse), _steps(hp, reverse), _steps(ys, reverse)
-    tmp = np.empty((B, H), dtype)
-    h = h0.astype(dtype, copy=False)
-    for k in range(T):
-        a, q = XP[k], HP[k]
-        np.matmul(h, w_scaled_t, out=q)
-        rz, n, qn = a[:, :2 * H], a[:, 2 * H:], q[:, 2 * H:]
-        if b_hn is not None:
-            qn += b_hn
-        rz += q[:, :2 * H]
-        np.tanh(rz, out=rz)
-        rz *= 0.5
-        rz += 0.5
-        np.multiply(rz[:, :H], qn, out=tmp)
-        n += tmp
-        np.tanh(n, out=n)
-        np.subtract(h, n, out=tmp)
-        tmp *= rz[:, H:]
-        h = Y[k]
-        np.add(n, tmp, out=h)
-    res = (x, h0.astype(dtype, copy=False), w_ih, w_hh.astype(dtype, copy=False), reverse,
-           xp, hp, ys, b_ih is not None)
-    return ys, res
-
-
-def _gru_backward(res, gy, gh, needs):
-    x, h0, w_ih, w_hh, reverse, xp, hp, ys, has_bias = res
-    T, B, H = ys.shape
-    dtype = ys.dtype
-    XP, HP, Y = _steps(xp, reverse), _steps(hp, reverse), _steps(ys, reverse)
-    r, z, n, qn = XP[:, :, :H], XP[:, :, H:2 * H], XP[:, :, 2 * H:], HP[:, :, 2 * H:]
-    # per-step factors that do not depend on the recursion, for all steps at once
-    hmn = np.empty((T, B, H), dtype)                     # h_{t-1} - n
-    np.subtract(h0, n[0], out=hmn[0])
-    np.subtract(Y[:-1], n[1:], out=hmn[1:])
-    Kz = np.multiply(z, np.subtract(1, z))
-    Kz *= hmn                                            # dz = dh * Kz
-    Kn = np.subtract(1, np.multiply(n, n))
-    Kn *= np.subtract(1, z)                              # dn = dh * Kn
-    R = np.multiply(r, np.subtract(1, r))
-    R *= qn                                              # dr = dn * R
-    dxp = np.empty((T, B, 3 * H), dtype)                 # cotangent of the input projection
-    dhp = np.empty((T, B, 3 * H), dtype)                 # ... and of h_{t-1} @ W_hh.T + b_hh
-    DX, DH = _steps(dxp, reverse), _steps(dhp, reverse)
-    GY = None if gy is None else _steps(gy, reverse)
-    dh = np.empty((B, H), dtype)
-    rec = np.array(gh, dtype=dtype, copy=True)
-    tmp = np.empty((B, H), dtype)
-    for k in range(T - 1, -1, -1):
-        if GY is None:
-            dh, rec = rec, dh
-        else:
-            np.add(rec, GY[k], out=dh)
-        dn = DX[k, :, 2 * H:]
-        np.multiply(dh, Kz[k], out=DH[k, :, H:2 * H])
-        np.multiply(dh, Kn[k], out=dn)
-        np.multiply(dn, R[k], out=DH[k, :, :H])
-        np.multiply(dn, r[k], out=DH[k, :, 2 * H:])
-        np.matmul(DH[k], w_hh, out=rec)
-        np.multiply(dh, z[k], out=tmp)
-        rec += tmp
-    dxp[:, :, :2 * H] = dhp[:, :, :2 * H]
-    dx, dw_ih, dw_hh = _weight_grads(x, w_ih, dxp, dhp, ys, h0, reverse,
-                                     (needs[0], needs[2], needs[3]))
-    db_ih = dxp.sum(axis=(0, 1)) if has_bias else None
-    db_hh = dhp.sum(axis=(0, 1)) if has_bias else None
-    return dx, (rec if needs[1] else None), dw_ih, dw_hh, db_ih, db_hh
-
-
-# -- the primitives -----------------------------------------------------------------------------
-
-def _pad(grads, needs):
-    """Drop the bias slots when the call had no biases (the tape zips cotangents with inputs)."""
-    return tuple(grads[:len(needs)])
-
-
-def _cases(gates, state, T=3, B=2, I=3, H=4, step=False, **static):
+def _examples(n_state, shapes, step, option_sets, T=3, B=2, I=3, H=4):
     x = (B, I) if step else (T, B, I)
-    w = ((gates * H, I), (gates * H, H), (gates * H,), (gates * H,))
-    hs = ((B, H),) * state
-    cases = [((x, *hs, *w), static), ((x, *hs, *w[:2]), static)]
-    if not step:
-        cases.append(((x, *hs, *w), {**static, "reverse": True}))
+    w = tuple(shapes(I, H).values())
+    hs = ((B, H),) * n_state
+    cases = []
+    for options in option_sets:
+        cases += [((x, *hs, *w), options), ((x, *hs, *w[:2]), options)]
+        if not step:
+            cases.append(((x, *hs, *w), {**options, "reverse": True}))
     return custom(*cases)
 
 
-@primitive
-class rnn_sequence:
-    """An Elman RNN layer over a sequence: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``.
+def fused_kernels(name, forward, backward, shapes, state=("h",), examples=({},)):
+    """Make a cell's step and sequence primitives from one forward and one backward.
 
-    ``rnn_sequence(x, h0, weight_ih, weight_hh, [bias_ih, bias_hh], nonlinearity=, reverse=)``
-    -> ``(y, h_last)``, y (T, B, H) every step's state in time order.
+    Parameters
+    ----------
+    name : str
+        The cell's name; the primitives are registered as ``{name}_step`` and ``{name}_sequence``.
+    forward : callable
+        ``forward(x, state, weights, reverse, **options) -> (y, final_state, res)``: x (T, B, I),
+        ``state`` a tuple of (B, H) arrays, ``weights`` ``(weight_ih, weight_hh, bias_ih,
+        bias_hh)`` with None biases when the call has none, all of one dtype (checked here);
+        y (T, B, H) every step's h in time order, ``final_state`` a tuple like ``state``.
+    backward : callable
+        ``backward(res, gy, gstate, need_x, need_w_ih, need_w_hh) -> (dx, dstate, dweights)``:
+        ``gy`` (T, B, H) or None, ``gstate`` the cotangents of the final state (a tuple);
+        returns dx, a tuple of cotangents of the initial state, and four weight cotangents
+        (None for absent biases or what is not needed).
+    shapes : callable
+        ``shapes(input_size, hidden_size) -> {name: shape}`` of the four parameters.
+    state : tuple of str
+        The state's components.
+    examples : sequence of dict
+        Option sets the gradient checks run the primitives with.
+
+    Returns
+    -------
+    bptt.nn.cell.FusedKernels
     """
-    multiple_outputs = True
-    examples = _cases(1, 1, nonlinearity="tanh")
+    from bptt.nn.cell import FusedKernels
 
-    def fwd(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False):
-        ys, res = _rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse)
-        return (ys, ys[0 if reverse else -1]), res
+    n = len(state)
 
-    def bwd(res, gs, needs):
-        gy, gh = gs
-        return _pad(_rnn_backward(res, gy, gh, needs + (False,) * 2), needs)
+    def run(x, args, reverse, options):
+        x, s0, weights = _operands(x, args[:n], args[n:], shapes)
+        return forward(x, s0, weights, reverse, **options)
 
+    def grads(res, gy, gstate, needs):
+        needs = tuple(needs) + (False,) * (n + 5 - len(needs))
+        dx, dstate, dweights = backward(res, gy, tuple(gstate), needs[0], needs[n + 1], needs[n + 2])
+        return dx, _trim((dx, *dstate, *dweights), needs)
 
-@primitive
-class rnn_cell:
-    """One Elman RNN step: ``rnn_cell(x, h, weight_ih, weight_hh, [bias_ih, bias_hh],
-    nonlinearity=)`` -> h', x (B, I), h (B, H)."""
-    examples = _cases(1, 1, step=True, nonlinearity="relu")
+    class sequence:
+        multiple_outputs = True
 
-    def fwd(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
-        if np.ndim(x) != 2:
-            raise OpError(f"need x (B, I), got shape {np.shape(x)}")
-        ys, res = _rnn_forward(x[None], h, w_ih, w_hh, b_ih, b_hh, nonlinearity, False)
-        return ys[0], res
+        @staticmethod
+        def fwd(x, *args, reverse=False, **options):
+            y, final, res = run(x, args, reverse, options)
+            return (y, *final), res
 
-    def bwd(res, g, needs):
-        dx, *rest = _rnn_backward(res, None, g, needs + (False,) * 2)
-        return _pad((None if dx is None else dx[0], *rest), needs)
+        @staticmethod
+        def bwd(res, gs, needs):
+            return grads(res, gs[0], gs[1:], needs)[1][:len(needs)]
 
+    class step:
+        multiple_outputs = n > 1
 
-@primitive
-class lstm_sequence:
-    """An LSTM layer over a sequence, PyTorch's gate order (i, f, g, o) and formulas.
+        @staticmethod
+        def fwd(x, *args, **options):
+            if np.ndim(x) != 2:
+                raise OpError(f"need x (B, I), got shape {np.shape(x)}")
+            _, final, res = run(np.asarray(x)[None], args, False, options)
+            return (final if n > 1 else final[0]), res
 
-    ``lstm_sequence(x, h0, c0, weight_ih, weight_hh, [bias_ih, bias_hh], reverse=)``
-    -> ``(y, h_last, c_last)``.
-    """
-    multiple_outputs = True
-    examples = _cases(4, 2)
+        @staticmethod
+        def bwd(res, g, needs):
+            dx, out = grads(res, None, g if n > 1 else (g,), needs)
+            return ((None if dx is None else dx[0]),) + out[1:len(needs)]
 
-    def fwd(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
-        (ys, c_last), res = _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
-        return (ys, ys[0 if reverse else -1], c_last), res
-
-    def bwd(res, gs, needs):
-        gy, gh, gc = gs
-        return _pad(_lstm_backward(res, gy, gh, gc, needs + (False,) * 2), needs)
-
-
-@primitive
-class lstm_cell:
-    """One LSTM step: ``lstm_cell(x, h, c, weight_ih, weight_hh, [bias_ih, bias_hh])`` -> (h', c')."""
-    multiple_outputs = True
-    examples = _cases(4, 2, step=True)
-
-    def fwd(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
-        if np.ndim(x) != 2:
-            raise OpError(f"need x (B, I), got shape {np.shape(x)}")
-        (ys, c_last), res = _lstm_forward(x[None], h, c, w_ih, w_hh, b_ih, b_hh, False)
-        return (ys[0], c_last), res
-
-    def bwd(res, gs, needs):
-        gh, gc = gs
-        dx, *rest = _lstm_backward(res, None, gh, gc, needs + (False,) * 2)
-        return _pad((None if dx is None else dx[0], *rest), needs)
-
-
-@primitive
-class gru_sequence:
-    """A GRU layer over a sequence, PyTorch's gate order (r, z, n) and formulas.
-
-    ``gru_sequence(x, h0, weight_ih, weight_hh, [bias_ih, bias_hh], reverse=)`` -> ``(y, h_last)``.
-    """
-    multiple_outputs = True
-    examples = _cases(3, 1)
-
-    def fwd(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
-        ys, res = _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, reverse)
-        return (ys, ys[0 if reverse else -1]), res
-
-    def bwd(res, gs, needs):
-        gy, gh = gs
-        return _pad(_gru_backward(res, gy, gh, needs + (False,) * 2), needs)
-
-
-@primitive
-class gru_cell:
-    """One GRU step: ``gru_cell(x, h, weight_ih, weight_hh, [bias_ih, bias_hh])`` -> h'."""
-    examples = _cases(3, 1, step=True)
-
-    def fwd(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
-        if np.ndim(x) != 2:
-            raise OpError(f"need x (B, I), got shape {np.shape(x)}")
-        ys, res = _gru_forward(x[None], h, w_ih, w_hh, b_ih, b_hh, False)
-        return ys[0], res
-
-    def bwd(res, g, needs):
-        dx, *rest = _gru_backward(res, None, g, needs + (False,) * 2)
-        return _pad((None if dx is None else dx[0], *rest), needs)
-
-
-# -- the state a multi-layer step returns -------------------------------------------------------
-
-class StateSink:
-    """Where ``feed_up`` finds the state tensor it reports to (set once that tensor exists)."""
-
-    __slots__ = ("ref",)
-
-    def __init__(self):
-        self.ref = None
-
-    def point_to(self, tensor):
-        self.ref = weakref.ref(tensor)
-
-
-@primitive
-class feed_up:
-    """The identity on a lower layer's new hidden state, as the layer above reads it.
-
-    A multi-layer step returns its state as one (L, B, H) tensor that the head and the next step
-    read, but the layer above had to read h^l_t before that tensor could exist.  That path's
-    cotangent is added here to the returned tensor's retained ``.grad[index]``, so ``.grad`` is
-    the total dL/dh^l_t for every layer, not only what came back through the next step.
-    ``feed_up(h, sink=StateSink(), index=l)``; without a sink it is the plain identity.
-    """
-    examples = custom((((2, 3),), {}))
-
-    def fwd(h, sink=None, index=0):
-        return h, (sink, index)
-
-    def bwd(res, g, needs):
-        sink, index = res
-        state = None if sink is None or sink.ref is None else sink.ref()
-        # .grad is set only when the state was retained and got a cotangent; then it is our copy
-        if state is not None and state.grad is not None:
-            state.grad[index] += g
-        return (g,)
+    sequence.__doc__ = (f"A whole {name} layer over a sequence: ``(x, *state, *weights, reverse=False, "
+                        f"**options) -> (y, *final_state)``.")
+    step.__doc__ = f"One {name} step: ``(x, *state, *weights, **options) -> state'``, x (B, I)."
+    for spec, kind in ((sequence, "sequence"), (step, "step")):
+        spec.__name__ = spec.__qualname__ = f"{name}_{kind}"
+        spec.examples = _examples(n, shapes, kind == "step", examples)
+    return FusedKernels(step=primitive(step), sequence=primitive(sequence))

@@ -150,5 +150,9 @@ class Dropout(Module):
         keep = generator(self.rng).random(np.shape(x)) >= self.p
         return x * (keep / (1.0 - self.p)).astype(x.dtype)
 
+    @property
+    def draws_random(self):
+        return self.training and self.p > 0
+
     def extra_repr(self):
         return f"p={self.p}"

@@ -77,6 +77,15 @@ class Module:
     def modules(self):
         return (m for _, m in self.named_modules())
 
+    @property
+    def draws_random(self):
+        """Whether a forward in the current mode draws random numbers (active dropout, say).
+
+        A replay of such a forward would not reproduce it; ``bptt.TBPTT`` reads this.  A module
+        that draws its own numbers overrides it; a container asks its submodules.
+        """
+        return any(m.draws_random for m in self.children())
+
     def named_parameters(self):
         """Yield ``(dotted name, Parameter)`` in registration order, each parameter once."""
         seen = set()

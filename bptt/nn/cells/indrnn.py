@@ -1,0 +1,139 @@
+"""The independently recurrent neural network (IndRNN; Li et al. 2018).
+
+Each hidden unit sees its own past only, through one recurrent weight::
+
+    h' = act(W_ih x + b_ih + u * h + b_hh)
+
+with ``u`` = ``weight_hh`` a vector (H,) and ``*`` elementwise.  Because the recurrence is
+diagonal, dh'/dh = diag(act'(.) u): a unit keeps its gradient over long spans when its |u| is
+near 1, which the paper controls by initialising u in [0, 1] and, for long sequences, bounding
+|u| by ``recurrent_max`` (applied here as ``clip(u, -recurrent_max, recurrent_max)`` inside
+each step, on the tape).  ReLU is the paper's activation and the default.
+
+Use it as any registered cell: ``nn.SequenceModel("indrnn", I, H, O)``,
+``nn.Recurrent("indrnn", I, H, num_layers=2, recurrent_max=2.0)``, ``bptt train --cell indrnn``,
+``bptt gradflow --cells rnn,lstm,indrnn``.
+
+Shapes: weight_ih (H, I), weight_hh (H,), bias_ih, bias_hh (H,); state h (B, H).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bptt import ops
+from bptt.nn import init as initializers
+from bptt.nn import kernels
+from bptt.nn.cell import CellType, Option, affine, padded, register
+
+__all__ = ["step_reference"]
+
+EQUATIONS = "h' = act(W_ih x + b_ih + u * h + b_hh),  u = weight_hh (H,),  act = relu or tanh"
+
+
+def _bounded(u, recurrent_max):
+    return u if recurrent_max is None else ops.clip(u, low=-recurrent_max, high=recurrent_max)
+
+
+def step_reference(x, state, weights, nonlinearity="relu", recurrent_max=None):
+    """One IndRNN step from small ops: ``(h,) -> (h',)``."""
+    (h,), (w_ih, u, b_ih, b_hh) = state, padded(weights)
+    a = affine(x, w_ih, b_ih) + _bounded(u, recurrent_max) * h
+    if b_hh is not None:
+        a = a + b_hh
+    return (ops.relu(a) if nonlinearity == "relu" else ops.tanh(a),)
+
+
+def _forward(x, state, weights, reverse, nonlinearity="relu", recurrent_max=None):
+    (h0,), (w_ih, u, b_ih, b_hh) = state, weights
+    u_eff = u if recurrent_max is None else np.clip(u, -recurrent_max, recurrent_max)
+    ys = kernels.project(x, w_ih, b_ih, b_hh)          # becomes the outputs, in place
+    Y = kernels.in_step_order(ys, reverse)
+    buf = np.empty(h0.shape, ys.dtype)
+    h = h0
+    for k in range(len(Y)):
+        np.multiply(h, u_eff, out=buf)
+        h = Y[k]
+        h += buf
+        if nonlinearity == "relu":
+            np.maximum(h, 0, out=h)
+        else:
+            np.tanh(h, out=h)
+    res = (x, h0, w_ih, u, u_eff, recurrent_max, nonlinearity, reverse, ys, b_ih is not None)
+    return ys, (Y[-1],), res
+
+
+def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
+    x, h0, w_ih, u, u_eff, recurrent_max, nonlinearity, reverse, ys, has_bias = res
+    Y = kernels.in_step_order(ys, reverse)
+    if nonlinearity == "relu":
+        deriv = (Y > 0).astype(ys.dtype)
+    else:
+        deriv = np.subtract(1, np.multiply(Y, Y))
+    da = np.empty_like(ys)
+    D = kernels.in_step_order(da, reverse)
+    GY = None if gy is None else kernels.in_step_order(gy, reverse)
+    dh = np.empty(h0.shape, ys.dtype)
+    rec = np.array(gstate[0], dtype=ys.dtype, copy=True)
+    for k in range(len(Y) - 1, -1, -1):
+        if GY is None:
+            dh, rec = rec, dh
+        else:
+            np.add(rec, GY[k], out=dh)
+        np.multiply(dh, deriv[k], out=D[k])
+        np.multiply(D[k], u_eff, out=rec)
+    dx, dw_ih, _ = kernels.weight_grads(x, w_ih, da, da, ys, h0, reverse, need_x, need_w_ih, False)
+    du = None
+    if need_w_hh:   # sum over steps and batch of da_k * h_{k-1}, step order
+        du = np.einsum("bh,bh->h", D[0], h0)
+        if len(Y) > 1:
+            du += np.einsum("tbh,tbh->h", D[1:], Y[:-1])
+        if recurrent_max is not None:    # clip passes the gradient strictly inside its bounds
+            du *= (u > -recurrent_max) & (u < recurrent_max)
+    db = da.sum(axis=(0, 1)) if has_bias else None
+    return dx, (rec,), (dw_ih, du, db, db)
+
+
+def _shapes(input_size, hidden_size):
+    H = hidden_size
+    return {"weight_ih": (H, input_size), "weight_hh": (H,), "bias_ih": (H,), "bias_hh": (H,)}
+
+
+def _initialize(cell, params, hidden_size, init, rng, **options):
+    """W_ih and the biases from U(-1/sqrt(H), 1/sqrt(H)) as PyTorch's RNN; u from U(0, 1) (Li
+    et al. 2018); 'identity' sets u = 1 and the biases to 0."""
+    k = 1.0 / math.sqrt(hidden_size)
+    for name, p in params.items():
+        if name == "weight_hh":
+            initializers.uniform_(p, 0.0, 1.0, rng)
+        else:
+            initializers.uniform_(p, -k, k, rng)
+    if init == "identity":
+        params["weight_hh"].data = np.ones_like(params["weight_hh"].data)
+        for name in ("bias_ih", "bias_hh"):
+            if name in params:
+                initializers.zeros_(params[name])
+
+
+def _positive(value):
+    return None if value > 0 else "must be positive"
+
+
+CELL = register(CellType(
+    name="indrnn",
+    gates=("h",),
+    equations=EQUATIONS,
+    reference=step_reference,
+    options={"nonlinearity": Option("relu", choices=("relu", "tanh"), doc="the activation"),
+             "recurrent_max": Option(None, kind=float, check=_positive,
+                                     doc="bound on |u| in each step (None: unbounded)")},
+    inits=("default", "identity"),
+    initialize=_initialize,
+    shapes=_shapes,
+    fused=kernels.fused_kernels("indrnn", _forward, _backward, _shapes,
+                                examples=({"nonlinearity": "tanh"},
+                                          {"nonlinearity": "tanh", "recurrent_max": 1.0})),
+    summary="independently recurrent network, h' = act(W x + u * h + b) (Li et al. 2018)",
+))

@@ -1,0 +1,207 @@
+"""The LSTM cell (Hochreiter & Schmidhuber 1997, with a forget gate), PyTorch's gate order.
+
+Declares the cell's record (reference step, fused kernels, the ``forget_bias`` option) and
+PyTorch's ``LSTMCell`` and ``LSTM`` with their signatures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bptt import ops
+from bptt.nn import kernels
+from bptt.nn.cell import CellType, Option, affine, gate_shapes, padded, register, standard_init
+from bptt.nn.recurrent import Cell, Recurrent
+
+__all__ = ["LSTMCell", "LSTM", "step_reference"]
+
+EQUATIONS = ("i = σ(W_ii x + b_ii + W_hi h + b_hi),  f = σ(W_if x + b_if + W_hf h + b_hf),  "
+             "g = tanh(W_ig x + b_ig + W_hg h + b_hg),  o = σ(W_io x + b_io + W_ho h + b_ho),  "
+             "c' = f c + i g,  h' = o tanh(c')")
+
+
+def step_reference(x, state, weights):
+    """One LSTM step from small ops; gate order i, f, g, o: ``(h, c) -> (h', c')``."""
+    (h, c), (w_ih, w_hh, b_ih, b_hh) = state, padded(weights)
+    i, f, g, o = ops.split(affine(x, w_ih, b_ih) + affine(h, w_hh, b_hh), sections=4, axis=-1)
+    c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+    return ops.sigmoid(o) * ops.tanh(c), c
+
+
+def _forward(x, state, weights, reverse):
+    (h0, c0), (w_ih, w_hh, b_ih, b_hh) = state, weights
+    dtype = x.dtype
+    H = w_hh.shape[1]
+    # sigmoid(a) = 0.5 * tanh(a / 2) + 0.5: halve the i, f, o pre-activations once, here, so that
+    # each step needs one tanh over all four gates and one affine map back
+    half = np.full(4 * H, 0.5, dtype)
+    half[2 * H:3 * H] = 1
+    shift = np.full(4 * H, 0.5, dtype)
+    shift[2 * H:3 * H] = 0
+    gates = kernels.project(x, w_ih, b_ih, b_hh, half)
+    w_scaled_t = kernels.recurrent_matrix(w_hh, half, x)
+    T, B = gates.shape[:2]
+    ys = np.empty((T, B, H), dtype)
+    tcs = np.empty((T, B, H), dtype)
+    cs = np.empty((T + 1, B, H), dtype)       # by step: cs[0] = c0, cs[k + 1] after step k
+    cs[0] = c0
+    A, Y, TC = (kernels.in_step_order(a, reverse) for a in (gates, ys, tcs))
+    buf = np.empty((B, 4 * H), dtype)
+    tmp = np.empty((B, H), dtype)
+    h = h0
+    for k in range(T):
+        a = A[k]
+        np.matmul(h, w_scaled_t, out=buf)
+        a += buf
+        np.tanh(a, out=a)
+        a *= half
+        a += shift
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        c = cs[k + 1]
+        np.multiply(f, cs[k], out=c)
+        np.multiply(i, g, out=tmp)
+        c += tmp
+        np.tanh(c, out=TC[k])
+        h = Y[k]
+        np.multiply(o, TC[k], out=h)
+    res = (x, h0, w_ih, w_hh, reverse, gates, cs, tcs, ys, b_ih is not None)
+    return ys, (Y[-1], cs[T]), res
+
+
+def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
+    x, h0, w_ih, w_hh, reverse, gates, cs, tcs, ys, has_bias = res
+    T, B, H = ys.shape
+    dtype = ys.dtype
+    A = kernels.in_step_order(gates.reshape(T, B, 4, H), reverse)
+    TC = kernels.in_step_order(tcs, reverse)
+    i, f, g, o = A[:, :, 0], A[:, :, 1], A[:, :, 2], A[:, :, 3]
+    # everything that does not depend on the recursion, for all steps at once:
+    # M = [g * i', c_prev * f', i * g'] multiplies dc;  N = tanh(c) * o' and P = o * tanh'(c) dh
+    sq = np.multiply(A, A)
+    deriv = np.subtract(A, sq, out=sq)                   # s (1 - s) for i, f, o
+    np.subtract(1, np.multiply(g, g), out=deriv[:, :, 2])  # 1 - g^2 for g
+    M = np.empty((T, B, 3, H), dtype)
+    np.multiply(g, deriv[:, :, 0], out=M[:, :, 0])
+    np.multiply(cs[:T], deriv[:, :, 1], out=M[:, :, 1])
+    np.multiply(i, deriv[:, :, 2], out=M[:, :, 2])
+    N = np.multiply(TC, deriv[:, :, 3])
+    P = np.multiply(TC, TC)
+    np.subtract(1, P, out=P)
+    P *= o
+    dgates = np.empty((T, B, 4 * H), dtype)
+    DG = kernels.in_step_order(dgates, reverse)
+    DG4 = kernels.in_step_order(dgates.reshape(T, B, 4, H), reverse)   # reshape first: writes reach dgates
+    GY = None if gy is None else kernels.in_step_order(gy, reverse)
+    dh = np.empty((B, H), dtype)
+    rec = np.array(gstate[0], dtype=dtype, copy=True)
+    dc = np.array(gstate[1], dtype=dtype, copy=True)
+    tmp = np.empty((B, H), dtype)
+    for k in range(T - 1, -1, -1):
+        if GY is None:
+            dh, rec = rec, dh
+        else:
+            np.add(rec, GY[k], out=dh)
+        np.multiply(dh, P[k], out=tmp)
+        dc += tmp
+        np.multiply(dc[:, None, :], M[k], out=DG4[k, :, :3])
+        np.multiply(dh, N[k], out=DG4[k, :, 3])
+        np.matmul(DG[k], w_hh, out=rec)
+        dc *= f[k]
+    dx, dw_ih, dw_hh = kernels.weight_grads(x, w_ih, dgates, dgates, ys, h0, reverse,
+                                            need_x, need_w_ih, need_w_hh)
+    db = dgates.sum(axis=(0, 1)) if has_bias else None
+    return dx, (rec, dc), (dw_ih, dw_hh, db, db)
+
+
+def _initialize(cell, params, hidden_size, init, rng, forget_bias=0.0):
+    """``standard_init``, then ``forget_bias`` added to the f block of bias_hh (Gers et al. 2000;
+    Jozefowicz et al. 2015)."""
+    standard_init(cell, params, hidden_size, init, rng)
+    if forget_bias:
+        if "bias_hh" not in params:
+            raise ValueError("forget_bias needs bias=True")
+        params["bias_hh"].data[hidden_size:2 * hidden_size] += forget_bias
+
+
+CELL = register(CellType(
+    name="lstm",
+    gates=("i", "f", "g", "o"),
+    state=("h", "c"),
+    equations=EQUATIONS,
+    reference=step_reference,
+    options={"forget_bias": Option(0.0, kind=float, init=True,
+                                   doc="added to the forget-gate bias at initialisation (1.0 is usual)")},
+    initialize=_initialize,
+    fused=kernels.fused_kernels("lstm", _forward, _backward, gate_shapes(4), state=("h", "c")),
+    summary="long short-term memory, gates i, f, g, o (PyTorch's nn.LSTM)",
+))
+
+
+class LSTMCell(Cell):
+    """A long short-term memory cell (Hochreiter & Schmidhuber 1997, with a forget gate).
+
+    .. math::
+        i = \\sigma(W_{ii} x + b_{ii} + W_{hi} h + b_{hi}) \\quad
+        f = \\sigma(W_{if} x + b_{if} + W_{hf} h + b_{hf}) \\\\
+        g = \\tanh(W_{ig} x + b_{ig} + W_{hg} h + b_{hg}) \\quad
+        o = \\sigma(W_{io} x + b_{io} + W_{ho} h + b_{ho}) \\\\
+        c' = f c + i g \\qquad h' = o \\tanh(c')
+
+    Parameters
+    ----------
+    input_size, hidden_size, bias, init, fused, dtype, rng
+        As for ``RNNCell``.
+    forget_bias : float
+        Added to the f block of ``bias_hh`` after initialisation (1.0 is the usual choice).
+
+    Attributes
+    ----------
+    weight_ih : Parameter (4H, I)
+        Row blocks in gate order i, f, g, o.
+    weight_hh : Parameter (4H, H)
+    bias_ih, bias_hh : Parameter (4H,)
+
+    Shapes
+    ------
+    ``cell(x (B, I), (h, c) (B, H) each = zeros) -> (h', c')``
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, init="default", forget_bias=0.0,
+                 fused=True, dtype=None, rng=None):
+        super().__init__(CELL, input_size, hidden_size, bias=bias, init=init, fused=fused,
+                         dtype=dtype, rng=rng, forget_bias=forget_bias)
+
+
+class LSTM(Recurrent):
+    """An LSTM over a sequence, each step as ``LSTMCell`` defines it.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    num_layers : int
+        Stacked layers; layer l > 0 reads layer l-1's output (both directions concatenated).
+    bias, batch_first, dropout, bidirectional, init, fused, dtype, rng
+        As for ``bptt.nn.Recurrent``.
+    forget_bias : float
+        Added to the f block of every ``bias_hh`` after initialisation.
+
+    Attributes
+    ----------
+    weight_ih_l{k} : Parameter (4H, I) for k = 0, (4H, D*H) after
+        Row blocks in gate order i, f, g, o.
+    weight_hh_l{k} : Parameter (4H, H)
+    bias_ih_l{k}, bias_hh_l{k} : Parameter (4H,)
+        ``..._reverse`` for the second direction.
+
+    Shapes
+    ------
+    ``lstm(x, (h0, c0)) -> (y, (h_n, c_n))``, with x (T, B, I), y (T, B, D*H) and h, c
+    (L*D, B, H) each, D = 2 if bidirectional else 1; zeros when not given.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, init="default", forget_bias=0.0, fused=True,
+                 dtype=None, rng=None):
+        super().__init__(CELL, input_size, hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         init=init, fused=fused, dtype=dtype, rng=rng, forget_bias=forget_bias)

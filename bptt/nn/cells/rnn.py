@@ -1,0 +1,151 @@
+"""The Elman RNN cell: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, act tanh or relu.
+
+Declares the cell's record (reference step, fused kernels, options) and PyTorch's ``RNNCell``
+and ``RNN`` with their signatures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bptt import ops
+from bptt.nn import kernels
+from bptt.nn.cell import CellType, Option, affine, gate_shapes, padded, register
+from bptt.nn.recurrent import Cell, Recurrent
+
+__all__ = ["RNNCell", "RNN", "step_reference"]
+
+EQUATIONS = "h' = act(W_ih x + b_ih + W_hh h + b_hh),  act = tanh or relu"
+
+
+def step_reference(x, state, weights, nonlinearity="tanh"):
+    """One step from small ops (the definition the kernels match): ``(h,) -> (h',)``."""
+    (h,), (w_ih, w_hh, b_ih, b_hh) = state, padded(weights)
+    a = affine(x, w_ih, b_ih) + affine(h, w_hh, b_hh)
+    return (ops.tanh(a) if nonlinearity == "tanh" else ops.relu(a),)
+
+
+def _forward(x, state, weights, reverse, nonlinearity="tanh"):
+    (h0,), (w_ih, w_hh, b_ih, b_hh) = state, weights
+    ys = kernels.project(x, w_ih, b_ih, b_hh)          # becomes the outputs, in place
+    w_hh_t = kernels.recurrent_matrix(w_hh, None, x)
+    Y = kernels.in_step_order(ys, reverse)
+    buf = np.empty(h0.shape, ys.dtype)
+    h = h0
+    for k in range(len(Y)):
+        np.matmul(h, w_hh_t, out=buf)
+        h = Y[k]
+        h += buf
+        if nonlinearity == "tanh":
+            np.tanh(h, out=h)
+        else:
+            np.maximum(h, 0, out=h)
+    res = (x, h0, w_ih, w_hh, nonlinearity, reverse, ys, b_ih is not None)
+    return ys, (Y[-1],), res
+
+
+def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
+    x, h0, w_ih, w_hh, nonlinearity, reverse, ys, has_bias = res
+    Y = kernels.in_step_order(ys, reverse)
+    if nonlinearity == "tanh":
+        deriv = np.multiply(Y, Y)
+        np.subtract(1, deriv, out=deriv)
+    else:
+        deriv = (Y > 0).astype(ys.dtype)
+    da = np.empty_like(ys)
+    D = kernels.in_step_order(da, reverse)
+    GY = None if gy is None else kernels.in_step_order(gy, reverse)
+    dh = np.empty(h0.shape, ys.dtype)
+    rec = np.array(gstate[0], dtype=ys.dtype, copy=True)
+    for k in range(len(Y) - 1, -1, -1):
+        if GY is None:
+            dh, rec = rec, dh
+        else:
+            np.add(rec, GY[k], out=dh)
+        np.multiply(dh, deriv[k], out=D[k])
+        np.matmul(D[k], w_hh, out=rec)
+    dx, dw_ih, dw_hh = kernels.weight_grads(x, w_ih, da, da, ys, h0, reverse, need_x, need_w_ih, need_w_hh)
+    db = da.sum(axis=(0, 1)) if has_bias else None
+    return dx, (rec,), (dw_ih, dw_hh, db, db)
+
+
+CELL = register(CellType(
+    name="rnn",
+    gates=("h",),
+    equations=EQUATIONS,
+    reference=step_reference,
+    options={"nonlinearity": Option("tanh", choices=("tanh", "relu"),
+                                    doc="the activation: tanh, or relu (with init='identity': the IRNN)")},
+    fused=kernels.fused_kernels("rnn", _forward, _backward, gate_shapes(1),
+                                examples=({"nonlinearity": "tanh"}, {"nonlinearity": "relu"})),
+    summary="Elman RNN, tanh or relu (PyTorch's nn.RNN)",
+))
+
+
+class RNNCell(Cell):
+    """An Elman RNN cell: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, act tanh or relu.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    bias : bool
+        With ``bias_ih`` and ``bias_hh`` (two, as PyTorch has for cuDNN compatibility).
+    nonlinearity : {'tanh', 'relu'}
+    init : {'default', 'orthogonal', 'identity'}
+        Of ``weight_hh``: PyTorch's uniform, orthogonal, or the identity with zero biases (IRNN).
+    fused : bool
+        One tape entry per call (True) or the reference built from small ops (False).
+    dtype : numpy dtype, optional
+        Of the parameters; the default dtype (float32) when None.
+    rng : numpy.random.Generator, optional
+        For the initial weights; the package-wide generator when None.
+
+    Attributes
+    ----------
+    weight_ih : Parameter (H, I)
+    weight_hh : Parameter (H, H)
+    bias_ih, bias_hh : Parameter (H,)
+        All drawn from U(-1/sqrt(H), 1/sqrt(H)) by default.
+
+    Shapes
+    ------
+    ``cell(x (B, I), h (B, H) = zeros) -> h' (B, H)``
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", init="default",
+                 fused=True, dtype=None, rng=None):
+        super().__init__(CELL, input_size, hidden_size, bias=bias, init=init, fused=fused,
+                         dtype=dtype, rng=rng, nonlinearity=nonlinearity)
+
+
+class RNN(Recurrent):
+    """An Elman RNN over a sequence: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    num_layers : int
+        Stacked layers; layer l > 0 reads layer l-1's output (both directions concatenated).
+    nonlinearity : {'tanh', 'relu'}
+    bias, batch_first, dropout, bidirectional, init, fused, dtype, rng
+        As for ``bptt.nn.Recurrent``.
+
+    Attributes
+    ----------
+    weight_ih_l{k} : Parameter (H, I) for k = 0, (H, D*H) after
+    weight_hh_l{k} : Parameter (H, H)
+    bias_ih_l{k}, bias_hh_l{k} : Parameter (H,)
+        ``..._reverse`` for the second direction.
+
+    Shapes
+    ------
+    ``rnn(x, h0) -> (y, h_n)``, with x (T, B, I), y (T, B, D*H) and h (L*D, B, H), D = 2 if
+    bidirectional else 1; zeros when not given.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, init="default", fused=True,
+                 dtype=None, rng=None):
+        super().__init__(CELL, input_size, hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         init=init, fused=fused, dtype=dtype, rng=rng, nonlinearity=nonlinearity)
