@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from bptt.gradflow import DEFAULT_CELLS
 from bptt.train import CELLS, INITS, NONLINEARITIES, OPTIMIZERS, TrainConfig
 
 
@@ -15,6 +16,13 @@ def main():
 
 
 _TRAIN_DEFAULTS = TrainConfig()
+
+
+def _takes(option):
+    """The registered cells that have ``option``, for help texts."""
+    from bptt.nn import cell
+
+    return ", ".join(c.name for c in cell.registered() if option in c.options)
 _POSITIVE = click.IntRange(min=1)
 
 
@@ -49,7 +57,7 @@ _POSITIVE = click.IntRange(min=1)
               help="Recurrent weight initialisation.")
 @click.option("--nonlinearity", default=_TRAIN_DEFAULTS.nonlinearity,
               type=click.Choice(NONLINEARITIES),
-              help="For cells with a nonlinearity option (rnn, indrnn)  [default: the cell's own]")
+              help=f"For cells with a nonlinearity option ({_takes('nonlinearity')})  [default: the cell's own]")
 @click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False, readable=True),
               help="Train on your own series: a CSV file with a header row.")
 @click.option("--column", "columns", multiple=True, help="An input column of --data (repeatable).")
@@ -126,10 +134,10 @@ def tasks(as_json):
 
 @main.command()
 @click.option("--cells", default=None,
-              help="Comma-separated cells (rnn, lstm, gru), each optionally with settings: "
+              help=f"Comma-separated cells ({', '.join(CELLS)}), each optionally with settings: "
                    "'lstm:forget_bias=1', 'rnn:init=identity,nonlinearity=relu,label=irnn'. Keys: init, "
-                   "label; nonlinearity (rnn); forget_bias (lstm)  [default: rnn, lstm, lstm with "
-                   "forget bias 1, gru, irnn]")
+                   "label and the cell's own options (`bptt cells` lists them)  [default: "
+                   + DEFAULT_CELLS + "]")
 @click.option("--seq-len", default=200, show_default=True, type=_POSITIVE, help="Sequence length T.")
 @click.option("--hidden", default=64, show_default=True, type=_POSITIVE, help="Hidden units H.")
 @click.option("--layers", default=1, show_default=True, type=_POSITIVE)
@@ -166,3 +174,11 @@ def gradflow(**options):
         experiment.run(echo=click.echo, **options)
     except ConfigError as err:
         raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
+
+
+@main.command()
+def cells():
+    """List the registered recurrent cells: gates, state, options, inits and equations."""
+    from bptt.nn import cell
+
+    click.echo("\n".join(c.describe() for c in cell.registered()))

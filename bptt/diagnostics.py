@@ -197,17 +197,17 @@ def _jacobian_sweep(model, x, state):
             states.append(model.step(xs[t], states[-1])[1])
     h_last = _hidden(states[-1]).data
     L, H = h_last.shape[0], h_last.shape[-1]
-    lstm = isinstance(state, tuple)
-    K = 2 * H if lstm else H
+    multi = isinstance(state, tuple)      # a state of several components, e.g. (h, c)
+    K = 2 * H if multi else H
     R = np.zeros((B, H, K))
     R[:, :, :H] = np.eye(H)
     yield T - 1, R[:, :, :H].copy()
     for t in range(T - 1, 0, -1):
-        parts = states[t] if lstm else (states[t],)
+        parts = states[t] if multi else (states[t],)
         # copy k of example b sits at row b * H + k
         leaves = tuple(Tensor(np.repeat(p.data, H, axis=1), requires_grad=True) for p in parts)
-        _, out = model.step(np.repeat(xs[t], H, axis=0), leaves if lstm else leaves[0])
-        outs = out if lstm else (out,)
+        _, out = model.step(np.repeat(xs[t], H, axis=0), leaves if multi else leaves[0])
+        outs = out if multi else (out,)
         cot = R.reshape(B * H, len(parts), H)
         dtype = outs[0].dtype
         obj = sum(((o[L - 1] * cot[:, i, :].astype(dtype)).sum() for i, o in enumerate(outs)))

@@ -33,8 +33,9 @@ __all__ = ["DEFAULT_CELLS", "CellSpec", "CellResult", "parse_cells", "measure", 
            "write_csv"]
 
 #: The comparison drawn with no options: tanh RNN, LSTM at PyTorch's default init, LSTM with
-#: forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015), GRU, IRNN (Le et al. 2015).
-DEFAULT_CELLS = "rnn,lstm,lstm:forget_bias=1,gru,rnn:init=identity,nonlinearity=relu,label=irnn"
+#: forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015), GRU, IRNN (Le et al. 2015),
+#: IndRNN (Li et al. 2018).
+DEFAULT_CELLS = "rnn,lstm,lstm:forget_bias=1,gru,rnn:init=identity,nonlinearity=relu,label=irnn,indrnn"
 
 class CellSpec:
     """One model of the comparison: a registered cell, its ``init`` and options, and its label.

@@ -19,6 +19,7 @@ def test_default_cells_are_the_literature_comparison():
         CellSpec("lstm", forget_bias=1.0, label="lstm:forget_bias=1"),
         CellSpec("gru", label="gru"),
         CellSpec("rnn", init="identity", nonlinearity="relu", label="irnn"),
+        CellSpec("indrnn", label="indrnn"),
     ]
 
 

@@ -104,7 +104,8 @@ class Option:
             try:
                 value = self.kind(value)
             except ValueError:
-                raise ValueError(f"{who}: {name}={value!r} is not a {self.kind.__name__}") from None
+                what = "number" if self.kind is float else self.kind.__name__
+                raise ValueError(f"{who}: {name}={value!r} is not a {what}") from None
         if self.choices is not None and value not in self.choices:
             allowed = " or ".join(repr(c) for c in self.choices)
             raise ValueError(f"{who}: {name} must be {allowed}, got {value!r}")

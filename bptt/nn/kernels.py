@@ -30,7 +30,8 @@ import numpy as np
 
 from bptt.ops import OpError, custom, primitive
 
-__all__ = ["fused_kernels", "project", "recurrent_matrix", "in_step_order", "weight_grads"]
+__all__ = ["fused_kernels", "project", "recurrent_matrix", "in_step_order", "weight_grads",
+           "elman_forward", "elman_backward"]
 
 
 # -- shared numerics ----------------------------------------------------------------------------
@@ -90,6 +91,48 @@ def weight_grads(x, w_ih, dpre_x, dpre_h, ys, h0, reverse, need_x, need_w_ih, ne
         if T > 1:
             dw_hh += dpre_h[rest].reshape(-1, GH).T @ ys[prev].reshape(-1, ys.shape[-1])
     return dx, dw_ih, dw_hh
+
+
+def elman_forward(ys, h0, reverse, nonlinearity, recur):
+    """The loop of ``h_k = act(a_k + R(h_{k-1}))`` in place: ``ys`` (T, B, H) holds the input
+    parts ``a`` and becomes the outputs; ``recur(h, out)`` writes R(h) (``h @ W_hh.T`` for the
+    Elman RNN, ``u * h`` for the IndRNN)."""
+    Y = in_step_order(ys, reverse)
+    buf = np.empty(h0.shape, ys.dtype)
+    h = h0
+    for k in range(len(Y)):
+        recur(h, buf)
+        h = Y[k]
+        h += buf
+        if nonlinearity == "tanh":
+            np.tanh(h, out=h)
+        else:
+            np.maximum(h, 0, out=h)
+    return Y[-1]
+
+
+def elman_backward(ys, h0, gy, gh, reverse, nonlinearity, back):
+    """The reverse loop of ``elman_forward``: ``(da, dh0)``, da (T, B, H) the cotangent of the
+    pre-activations in time order; ``back(da_k, out)`` writes the cotangent of h_{k-1} through R."""
+    Y = in_step_order(ys, reverse)
+    if nonlinearity == "tanh":
+        deriv = np.multiply(Y, Y)
+        np.subtract(1, deriv, out=deriv)
+    else:
+        deriv = (Y > 0).astype(ys.dtype)
+    da = np.empty_like(ys)
+    D = in_step_order(da, reverse)
+    GY = None if gy is None else in_step_order(gy, reverse)
+    dh = np.empty(h0.shape, ys.dtype)
+    rec = np.array(gh, dtype=ys.dtype, copy=True)
+    for k in range(len(Y) - 1, -1, -1):
+        if GY is None:
+            dh, rec = rec, dh
+        else:
+            np.add(rec, GY[k], out=dh)
+        np.multiply(dh, deriv[k], out=D[k])
+        back(D[k], rec)
+    return da, rec
 
 
 # -- the factory --------------------------------------------------------------------------------

@@ -50,50 +50,27 @@ def _forward(x, state, weights, reverse, nonlinearity="relu", recurrent_max=None
     (h0,), (w_ih, u, b_ih, b_hh) = state, weights
     u_eff = u if recurrent_max is None else np.clip(u, -recurrent_max, recurrent_max)
     ys = kernels.project(x, w_ih, b_ih, b_hh)          # becomes the outputs, in place
-    Y = kernels.in_step_order(ys, reverse)
-    buf = np.empty(h0.shape, ys.dtype)
-    h = h0
-    for k in range(len(Y)):
-        np.multiply(h, u_eff, out=buf)
-        h = Y[k]
-        h += buf
-        if nonlinearity == "relu":
-            np.maximum(h, 0, out=h)
-        else:
-            np.tanh(h, out=h)
+    h_last = kernels.elman_forward(ys, h0, reverse, nonlinearity,
+                                   lambda h, out: np.multiply(h, u_eff, out=out))
     res = (x, h0, w_ih, u, u_eff, recurrent_max, nonlinearity, reverse, ys, b_ih is not None)
-    return ys, (Y[-1],), res
+    return ys, (h_last,), res
 
 
 def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     x, h0, w_ih, u, u_eff, recurrent_max, nonlinearity, reverse, ys, has_bias = res
-    Y = kernels.in_step_order(ys, reverse)
-    if nonlinearity == "relu":
-        deriv = (Y > 0).astype(ys.dtype)
-    else:
-        deriv = np.subtract(1, np.multiply(Y, Y))
-    da = np.empty_like(ys)
-    D = kernels.in_step_order(da, reverse)
-    GY = None if gy is None else kernels.in_step_order(gy, reverse)
-    dh = np.empty(h0.shape, ys.dtype)
-    rec = np.array(gstate[0], dtype=ys.dtype, copy=True)
-    for k in range(len(Y) - 1, -1, -1):
-        if GY is None:
-            dh, rec = rec, dh
-        else:
-            np.add(rec, GY[k], out=dh)
-        np.multiply(dh, deriv[k], out=D[k])
-        np.multiply(D[k], u_eff, out=rec)
+    da, dh0 = kernels.elman_backward(ys, h0, gy, gstate[0], reverse, nonlinearity,
+                                     lambda d, out: np.multiply(d, u_eff, out=out))
     dx, dw_ih, _ = kernels.weight_grads(x, w_ih, da, da, ys, h0, reverse, need_x, need_w_ih, False)
     du = None
-    if need_w_hh:   # sum over steps and batch of da_k * h_{k-1}, step order
+    if need_w_hh:   # the sum over steps and batch of da_k * h_{k-1}, in step order
+        D, Y = kernels.in_step_order(da, reverse), kernels.in_step_order(ys, reverse)
         du = np.einsum("bh,bh->h", D[0], h0)
         if len(Y) > 1:
             du += np.einsum("tbh,tbh->h", D[1:], Y[:-1])
         if recurrent_max is not None:    # clip passes the gradient strictly inside its bounds
             du *= (u > -recurrent_max) & (u < recurrent_max)
     db = da.sum(axis=(0, 1)) if has_bias else None
-    return dx, (rec,), (dw_ih, du, db, db)
+    return dx, (dh0,), (dw_ih, du, db, db)
 
 
 def _shapes(input_size, hidden_size):

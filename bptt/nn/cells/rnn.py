@@ -29,44 +29,18 @@ def _forward(x, state, weights, reverse, nonlinearity="tanh"):
     (h0,), (w_ih, w_hh, b_ih, b_hh) = state, weights
     ys = kernels.project(x, w_ih, b_ih, b_hh)          # becomes the outputs, in place
     w_hh_t = kernels.recurrent_matrix(w_hh, None, x)
-    Y = kernels.in_step_order(ys, reverse)
-    buf = np.empty(h0.shape, ys.dtype)
-    h = h0
-    for k in range(len(Y)):
-        np.matmul(h, w_hh_t, out=buf)
-        h = Y[k]
-        h += buf
-        if nonlinearity == "tanh":
-            np.tanh(h, out=h)
-        else:
-            np.maximum(h, 0, out=h)
-    res = (x, h0, w_ih, w_hh, nonlinearity, reverse, ys, b_ih is not None)
-    return ys, (Y[-1],), res
+    h_last = kernels.elman_forward(ys, h0, reverse, nonlinearity,
+                                   lambda h, out: np.matmul(h, w_hh_t, out=out))
+    return ys, (h_last,), (x, h0, w_ih, w_hh, nonlinearity, reverse, ys, b_ih is not None)
 
 
 def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     x, h0, w_ih, w_hh, nonlinearity, reverse, ys, has_bias = res
-    Y = kernels.in_step_order(ys, reverse)
-    if nonlinearity == "tanh":
-        deriv = np.multiply(Y, Y)
-        np.subtract(1, deriv, out=deriv)
-    else:
-        deriv = (Y > 0).astype(ys.dtype)
-    da = np.empty_like(ys)
-    D = kernels.in_step_order(da, reverse)
-    GY = None if gy is None else kernels.in_step_order(gy, reverse)
-    dh = np.empty(h0.shape, ys.dtype)
-    rec = np.array(gstate[0], dtype=ys.dtype, copy=True)
-    for k in range(len(Y) - 1, -1, -1):
-        if GY is None:
-            dh, rec = rec, dh
-        else:
-            np.add(rec, GY[k], out=dh)
-        np.multiply(dh, deriv[k], out=D[k])
-        np.matmul(D[k], w_hh, out=rec)
+    da, dh0 = kernels.elman_backward(ys, h0, gy, gstate[0], reverse, nonlinearity,
+                                     lambda d, out: np.matmul(d, w_hh, out=out))
     dx, dw_ih, dw_hh = kernels.weight_grads(x, w_ih, da, da, ys, h0, reverse, need_x, need_w_ih, need_w_hh)
     db = da.sum(axis=(0, 1)) if has_bias else None
-    return dx, (rec,), (dw_ih, dw_hh, db, db)
+    return dx, (dh0,), (dw_ih, dw_hh, db, db)
 
 
 CELL = register(CellType(
@@ -88,17 +62,11 @@ class RNNCell(Cell):
     Parameters
     ----------
     input_size, hidden_size : int
-    bias : bool
-        With ``bias_ih`` and ``bias_hh`` (two, as PyTorch has for cuDNN compatibility).
     nonlinearity : {'tanh', 'relu'}
     init : {'default', 'orthogonal', 'identity'}
         Of ``weight_hh``: PyTorch's uniform, orthogonal, or the identity with zero biases (IRNN).
-    fused : bool
-        One tape entry per call (True) or the reference built from small ops (False).
-    dtype : numpy dtype, optional
-        Of the parameters; the default dtype (float32) when None.
-    rng : numpy.random.Generator, optional
-        For the initial weights; the package-wide generator when None.
+    bias, fused, dtype, rng
+        As for ``bptt.nn.Cell``.
 
     Attributes
     ----------
