@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from bptt import ops
+from bptt.config import integer
 from bptt.nn import init
 from bptt.nn.module import Module, Parameter
 from bptt.rng import generator
@@ -48,10 +49,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=None, rng=None):
         super().__init__()
-        for name, n in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(n, (int, np.integer)) or n < 1:
-                raise ValueError(f"Linear: {name} must be a positive integer, got {n!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = integer(in_features, "in_features", "Linear")
+        self.out_features = integer(out_features, "out_features", "Linear")
         dtype = np.dtype(dtype or get_default_dtype())
         self.weight = Parameter(np.empty((out_features, in_features), dtype))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=rng)
