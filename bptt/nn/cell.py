@@ -193,7 +193,7 @@ class CellType:
     fused : FusedKernels, optional
         Without it the modules run the reference step (``fused=True`` is then the same path).
     summary : str
-        One line for listings (``bptt train --help``).
+        One line for listings (``bptt cells``).
     """
 
     name: str
@@ -257,7 +257,8 @@ class CellType:
     def describe(self):
         """Name, gates, state and equations as a few lines of text."""
         opts = ", ".join(f"{k}={o.default!r}" for k, o in self.options.items()) or "none"
-        return (f"{self.name}: gates {', '.join(self.gates)}; state ({', '.join(self.state)}); "
+        summary = f"{self.summary}; " if self.summary else ""
+        return (f"{self.name}: {summary}gates {', '.join(self.gates)}; state ({', '.join(self.state)}); "
                 f"options {opts}; init {', '.join(self.inits)}\n    {self.equations}")
 
 

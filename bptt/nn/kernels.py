@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bptt.nn.cell import FusedKernels
 from bptt.ops import OpError, custom, primitive
 
 __all__ = ["fused_kernels", "project", "recurrent_matrix", "in_step_order", "weight_grads",
@@ -207,8 +208,6 @@ def fused_kernels(name, forward, backward, shapes, state=("h",), examples=({},))
     -------
     bptt.nn.cell.FusedKernels
     """
-    from bptt.nn.cell import FusedKernels
-
     n = len(state)
 
     def run(x, args, reverse, options):
