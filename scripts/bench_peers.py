@@ -1,0 +1,123 @@
+"""Time an LSTM training step (forward, MSE, backward) of bptt against every peer installed.
+
+Peers: PyTorch (``nn.LSTM`` and an ``LSTMCell`` loop), JAX (``jit`` of ``grad`` over
+``lax.scan``) and HIPS autograd (a per-step loop in ``autograd.numpy``), each computing the same
+float32 LSTM (PyTorch's gate order and formulas) on the same data.  A peer that is not installed
+is skipped with a note.  Contenders run once per round in a rotating order (load on a shared
+machine hits them alike); the table quotes medians and the ratio bptt / peer (below 1: bptt is
+faster)::
+
+    PYTHONPATH=. /work/torchenv/bin/python scripts/bench_peers.py --reps 7
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=. /work/torchenv/bin/python scripts/bench_peers.py
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+import numpy as np
+
+import bptt
+from bench_rnn import _blas_threads, _ours, _time, _torch_contenders
+
+
+def _jax_contender(x, target, size):
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(1)
+    k = 1 / np.sqrt(size)
+    params = {n: jnp.asarray(rng.uniform(-k, k, s).astype(np.float32)) for n, s in
+              (("w_ih", (4 * size, x.shape[2])), ("w_hh", (4 * size, size)), ("b", (4 * size,)))}
+    xs, ts = jnp.asarray(x), jnp.asarray(target)
+
+    def loss(p):
+        def step(carry, x_t):
+            h, c = carry
+            i, f, g, o = jnp.split(x_t @ p["w_ih"].T + h @ p["w_hh"].T + p["b"], 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+        zeros = jnp.zeros((x.shape[1], size), jnp.float32)
+        _, ys = jax.lax.scan(step, (zeros, zeros), xs)
+        return jnp.mean((ys - ts) ** 2)
+
+    grad = jax.jit(jax.grad(loss))
+    return lambda: jax.block_until_ready(grad(params))
+
+
+def _autograd_contender(x, target, size):
+    import autograd
+    import autograd.numpy as anp
+
+    rng = np.random.default_rng(1)
+    k = 1 / np.sqrt(size)
+    params = [rng.uniform(-k, k, s).astype(np.float32)
+              for s in ((4 * size, x.shape[2]), (4 * size, size), (4 * size,))]
+    sig = lambda a: 0.5 * anp.tanh(0.5 * a) + 0.5  # noqa: E731
+
+    def loss(p):
+        w_ih, w_hh, b = p
+        h = c = anp.zeros((x.shape[1], size), np.float32)
+        total = 0.0
+        for t in range(x.shape[0]):
+            a = anp.dot(x[t], w_ih.T) + anp.dot(h, w_hh.T) + b
+            i, f, g, o = a[:, :size], a[:, size:2 * size], a[:, 2 * size:3 * size], a[:, 3 * size:]
+            c = sig(f) * c + sig(i) * anp.tanh(g)
+            h = sig(o) * anp.tanh(c)
+            total = total + anp.sum((h - target[t]) ** 2)
+        return total / target.size
+
+    grad = autograd.grad(loss)
+    return lambda: grad(params)
+
+
+def _peers(x, target, size, torch):
+    found, missing = {}, []
+    if torch is not None:
+        found.update(_torch_contenders(torch, "lstm", size, np.float32, x, target))
+    else:
+        missing.append("PyTorch")
+    for name, make in (("JAX jit(grad(scan))", _jax_contender), ("HIPS autograd loop", _autograd_contender)):
+        try:
+            found[name] = make(x, target, size)
+        except ImportError:
+            missing.append(name.split()[0])
+    return found, missing
+
+
+@click.command()
+@click.option("--sizes", default="32,128,512", show_default=True, help="Hidden sizes H.")
+@click.option("--batch", default=32, show_default=True)
+@click.option("--seq-len", default=100, show_default=True)
+@click.option("--input-size", default=32, show_default=True)
+@click.option("--reps", default=7, show_default=True, help="Rounds per size.")
+def main(sizes, batch, seq_len, input_size, reps):
+    """Median ms per LSTM training step of bptt and its peers, with ratios bptt / peer."""
+    try:
+        import torch
+        torch.set_num_threads(_blas_threads())
+    except ImportError:
+        torch = None
+    env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
+    click.echo(f"LSTM, float32, B={batch} T={seq_len} I={input_size}; {reps} rounds; BLAS threads "
+               f"{_blas_threads()}; {env}")
+    click.echo("\n| H | bptt ms | peer | peer ms | bptt / peer |")
+    click.echo("|---|---|---|---|---|")
+    for size in (int(s) for s in sizes.split(",")):
+        rng = np.random.default_rng(0)
+        bptt.seed(0)
+        x = rng.standard_normal((seq_len, batch, input_size)).astype(np.float32)
+        target = rng.standard_normal((seq_len, batch, size)).astype(np.float32)
+        peers, missing = _peers(x, target, size, torch)
+        med = _time({"bptt": _ours("lstm", size, np.float32, x, target), **peers}, reps)
+        ours = med.pop("bptt") * 1e3
+        for name, seconds in med.items():
+            click.echo(f"| {size} | {ours:.2f} | {name} | {seconds * 1e3:.2f} | {ours / (seconds * 1e3):.2f} |")
+    if missing:
+        click.echo(f"\nnot installed, skipped: {', '.join(missing)}")
+
+
+if __name__ == "__main__":
+    main()

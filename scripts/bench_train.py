@@ -1,0 +1,93 @@
+"""Time the main job's update, ``bptt train`` with no options, against the same PyTorch loop.
+
+The workload: the adding problem at T=50, a 64-unit LSTM (forget-gate bias 1) with a Linear
+head, batch 64, Adam at lr 0.01, gradient norm clipped to 1, full BPTT, float32.  bptt runs it
+as ``bptt train`` does (``bptt.TBPTT`` over one batch per update); PyTorch runs ``nn.LSTM`` +
+``nn.Linear`` from the same initial weights (copied through ``state_dict``) on the same batches,
+with ``torch.optim.Adam`` and ``clip_grad_norm_``.  Rounds alternate the two; the script prints
+medians and the ratio bptt / PyTorch, and checks that the losses agree::
+
+    PYTHONPATH=. /work/torchenv/bin/python scripts/bench_train.py --updates 40
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import click
+import numpy as np
+
+from bench_rnn import _blas_threads
+
+
+def _bptt_update(config):
+    from bptt import tasks, train
+    from bptt.tbptt import TBPTT
+
+    config, task = train.prepare(config)
+    model = train.build_model(config, task)
+    trainer = TBPTT(model, tasks.loss_function(task), train.build_optimizer(config, model),
+                    config.k1, config.k2, clip_norm=config.clip)
+
+    def update(batch):
+        x, y, mask = batch
+        trainer.reset_state()
+        return trainer.run(x, y, mask)[0]["loss"]
+    return config, task, model, update
+
+
+def _torch_update(torch, model, config):
+    lstm = torch.nn.LSTM(model.input_size, model.hidden_size)
+    head = torch.nn.Linear(model.hidden_size, model.output_size)
+    state = model.state_dict()
+    lstm.load_state_dict({k[4:]: torch.tensor(v) for k, v in state.items() if k.startswith("rnn.")})
+    head.load_state_dict({k[5:]: torch.tensor(v) for k, v in state.items() if k.startswith("head.")})
+    params = [*lstm.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=config.lr)
+
+    def update(batch):
+        x, y, mask = (torch.tensor(a) for a in batch)
+        opt.zero_grad()
+        out = head(lstm(x)[0])
+        w = mask / mask.sum()               # TBPTT's masked mean of the per-step losses
+        loss = sum(w[t] * torch.nn.functional.mse_loss(out[t], y[t]) for t in torch.nonzero(mask)[:, 0])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.clip)
+        opt.step()
+        return loss.item()
+    return update
+
+
+@click.command()
+@click.option("--updates", default=40, show_default=True, help="Timed updates per contender.")
+def main(updates):
+    """Median ms per update of the main job in bptt and in PyTorch, and their ratio."""
+    from bptt.train import TrainConfig
+
+    import torch
+    torch.set_num_threads(_blas_threads())
+    config, task, model, ours = _bptt_update(TrainConfig())     # resolved: lr, k1, k2 filled in
+    theirs = _torch_update(torch, model, config)
+    rng = np.random.default_rng(0)
+    batches = [task.batch(config.batch, rng) for _ in range(updates + 5)]
+    times = {"bptt": [], "torch": []}
+    losses = {"bptt": [], "torch": []}
+    for i, batch in enumerate(batches):
+        for name, fn in ((("bptt", ours), ("torch", theirs)) if i % 2 else (("torch", theirs), ("bptt", ours))):
+            start = time.perf_counter()
+            losses[name].append(fn(batch))
+            if i >= 5:                      # the first updates warm up allocations
+                times[name].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
+    click.echo(f"main job update (adding T=50, LSTM 64, B=64, Adam, clip 1, float32); {updates} updates; "
+               f"BLAS threads {_blas_threads()}, torch {torch.get_num_threads()}; {env}")
+    click.echo(f"bptt {med['bptt']:.2f} ms, PyTorch {med['torch']:.2f} ms, ratio {med['bptt'] / med['torch']:.2f}")
+    gap = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses["bptt"], losses["torch"]))
+    click.echo(f"largest relative difference between the two runs' losses: {gap:.1e}")
+
+
+if __name__ == "__main__":
+    main()
