@@ -75,17 +75,21 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     XP, HP, Y = (kernels.in_step_order(a, reverse) for a in (xp, hp, ys))
     r, z, n, qn = XP[:, :, :H], XP[:, :, H:2 * H], XP[:, :, 2 * H:], HP[:, :, 2 * H:]
     # per-step factors that do not depend on the recursion, for all steps at once
-    hmn = np.empty((T, B, H), dtype)                     # h_{t-1} - n
+    def work(name, shape=(T, B, H)):
+        return kernels.scratch("gru." + name, shape, dtype)
+    hmn = work("hmn")                                    # h_{t-1} - n
     np.subtract(h0, n[0], out=hmn[0])
     np.subtract(Y[:-1], n[1:], out=hmn[1:])
-    Kz = np.multiply(z, np.subtract(1, z))
+    one_minus = work("one_minus")
+    Kz = np.multiply(z, np.subtract(1, z, out=one_minus), out=work("Kz"))
     Kz *= hmn                                            # dz = dh * Kz
-    Kn = np.subtract(1, np.multiply(n, n))
-    Kn *= np.subtract(1, z)                              # dn = dh * Kn
-    R = np.multiply(r, np.subtract(1, r))
+    Kn = np.multiply(n, n, out=work("Kn"))
+    np.subtract(1, Kn, out=Kn)
+    Kn *= one_minus                                      # dn = dh * Kn, one_minus = 1 - z
+    R = np.multiply(r, np.subtract(1, r, out=one_minus), out=work("R"))
     R *= qn                                              # dr = dn * R
-    dxp = np.empty((T, B, 3 * H), dtype)                 # cotangent of the input projection
-    dhp = np.empty((T, B, 3 * H), dtype)                 # ... and of h_{t-1} @ W_hh.T + b_hh
+    dxp = work("dxp", (T, B, 3 * H))                     # cotangent of the input projection
+    dhp = work("dhp", (T, B, 3 * H))                     # ... and of h_{t-1} @ W_hh.T + b_hh
     DX, DH = kernels.in_step_order(dxp, reverse), kernels.in_step_order(dhp, reverse)
     GY = None if gy is None else kernels.in_step_order(gy, reverse)
     dh = np.empty((B, H), dtype)

@@ -77,18 +77,20 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     i, f, g, o = A[:, :, 0], A[:, :, 1], A[:, :, 2], A[:, :, 3]
     # everything that does not depend on the recursion, for all steps at once:
     # M = [g * i', c_prev * f', i * g'] multiplies dc;  N = tanh(c) * o' and P = o * tanh'(c) dh
-    sq = np.multiply(A, A)
-    deriv = np.subtract(A, sq, out=sq)                   # s (1 - s) for i, f, o
-    np.subtract(1, np.multiply(g, g), out=deriv[:, :, 2])  # 1 - g^2 for g
-    M = np.empty((T, B, 3, H), dtype)
+    deriv = kernels.scratch("lstm.deriv", A.shape, dtype)
+    np.multiply(A, A, out=deriv)
+    np.subtract(A, deriv, out=deriv)                     # s (1 - s) for i, f, o
+    np.multiply(g, g, out=deriv[:, :, 2])
+    np.subtract(1, deriv[:, :, 2], out=deriv[:, :, 2])   # 1 - g^2 for g
+    M = kernels.scratch("lstm.M", (T, B, 3, H), dtype)
     np.multiply(g, deriv[:, :, 0], out=M[:, :, 0])
     np.multiply(cs[:T], deriv[:, :, 1], out=M[:, :, 1])
     np.multiply(i, deriv[:, :, 2], out=M[:, :, 2])
-    N = np.multiply(TC, deriv[:, :, 3])
-    P = np.multiply(TC, TC)
+    N = np.multiply(TC, deriv[:, :, 3], out=kernels.scratch("lstm.N", (T, B, H), dtype))
+    P = np.multiply(TC, TC, out=kernels.scratch("lstm.P", (T, B, H), dtype))
     np.subtract(1, P, out=P)
     P *= o
-    dgates = np.empty((T, B, 4 * H), dtype)
+    dgates = kernels.scratch("lstm.dgates", (T, B, 4 * H), dtype)
     DG = kernels.in_step_order(dgates, reverse)
     DG4 = kernels.in_step_order(dgates.reshape(T, B, 4, H), reverse)   # reshape first: writes reach dgates
     GY = None if gy is None else kernels.in_step_order(gy, reverse)
