@@ -195,6 +195,8 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
     interrupted ones.  At the end OUT gets results.csv, summary.md (mean ± std over seeds, best
     validation metric first) and figures/.  Exit status 1 when a run failed.
     """
+    import os
+
     from bptt import sweep as sweeping
     from bptt import sweep_report
 
@@ -214,21 +216,21 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
             raise click.ClickException(f"{best_dir} has no finished runs yet")
         for task, group in sweep_report.best(groups).items():
             click.echo(f"{task}: best on validation {group.label} (n={group.n}): validation "
-                       f"{group.metric} {sweep_report._pm(group.val)}, test {group.metric} "
-                       f"{sweep_report._pm(group.test)}")
+                       f"{group.metric} {sweep_report.format_mean_std(group.val)}, test {group.metric} "
+                       f"{sweep_report.format_mean_std(group.test)}")
             if ensemble:
                 click.echo(f"{task}: ensemble of its {group.n} seeds: test {group.metric} "
                            f"{sweep_report.ensemble(best_dir, group):.4g}")
         return
     if report_dir:
         sweep_report.write_report(report_dir)
-        with open(f"{report_dir}/{sweep_report.SUMMARY}") as f:
+        with open(os.path.join(report_dir, sweep_report.SUMMARY)) as f:
             click.echo(f.read(), nl=False)
         return
-    out = out or f"sweeps/{spec.rsplit('/', 1)[-1].removesuffix('.toml')}"
+    out = out or os.path.join("sweeps", os.path.splitext(os.path.basename(spec))[0])
     try:
         parsed = sweeping.load_spec(spec)
-        records = sweeping.run_sweep(parsed, out, workers=workers, scheduler=scheduler, progress=progress)
+        sweeping.run_sweep(parsed, out, workers=workers, scheduler=scheduler, progress=progress)
     except sweeping.SpecError as err:
         raise click.UsageError(str(err)) from None
     except sweeping.ConfigError as err:
@@ -239,6 +241,6 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
                f"{out}/{sweep_report.FIGURES}/" + (f"; {failed} runs failed" if failed else ""))
     for task, group in sweep_report.best(groups).items():
         click.echo(f"{task}: best on validation {group.label}: test {group.metric} "
-                   f"{sweep_report._pm(group.test)} (n={group.n})")
-    if any(r["status"] == "failed" for r in records.values()) or failed:
+                   f"{sweep_report.format_mean_std(group.test)} (n={group.n})")
+    if failed:
         ctx.exit(1)

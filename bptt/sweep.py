@@ -281,6 +281,9 @@ def load_spec(path):
         options = {k: options[k] for k in swept if k in options}
         for seed in seeds:
             config = TrainConfig(**{**fixed, **options, "seed": seed})
+            if config.data is not None:
+                # relative to the spec, like a path in any config file, and absolute for the workers
+                config.data = os.path.join(os.path.dirname(os.path.abspath(path)), config.data)
             identity = json.dumps(asdict(config), sort_keys=True)
             name = ",".join(filter(None, [configuration_label(options) if options else "",
                                           f"seed={seed}"]))
@@ -388,7 +391,11 @@ class cluster:
 
         if self.scheduler is not None:
             self.local = None
-            self.client = Client(self.scheduler)
+            try:
+                self.client = Client(self.scheduler, timeout=10)
+            except (OSError, ValueError) as err:
+                raise ConfigError("--scheduler", f"cannot reach a Dask scheduler at {self.scheduler} "
+                                                 f"({err})") from None
             return self.client
         environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **_ONE_THREAD}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):

@@ -23,7 +23,7 @@ from bptt.sweep import FAILED, SWEEP, configuration_label
 from bptt.train import TrainConfig, prepare, read_metrics
 
 __all__ = ["Group", "collect", "summarize", "write_report", "summary_markdown", "best",
-           "ensemble", "higher_is_better"]
+           "ensemble", "higher_is_better", "format_mean_std"]
 
 RESULTS, SUMMARY, FIGURES = "results.csv", "summary.md", "figures"
 
@@ -144,7 +144,8 @@ def best(groups):
     return chosen
 
 
-def _pm(values):
+def format_mean_std(values):
+    """``mean ± std`` of ``values`` (just the mean for one value)."""
     mean, std = _mean_std(values)
     return f"{mean:.4g}" if math.isnan(std) else f"{mean:.4g} ± {std:.2g}"
 
@@ -165,7 +166,7 @@ def summary_markdown(groups, rows):
                   "|---|---|---|---|---|"]
         for g in mine:
             n = f"{g.n}" + (f" ({g.failed} failed)" if g.failed else "")
-            lines.append(f"| {g.label} | {n} | {_pm(g.val)} | {_pm(g.test)} | {np.mean(g.seconds):.0f} |")
+            lines.append(f"| {g.label} | {n} | {format_mean_std(g.val)} | {format_mean_std(g.test)} | {np.mean(g.seconds):.0f} |")
         lines.append("")
     if failed:
         lines += ["## Failed runs", ""] + [f"- {r['run']}: {r['error']}" for r in failed] + [""]

@@ -77,6 +77,14 @@ def test_spec_runs_names_and_options(tmp_path):
     assert run.label == "cell=rnn,k1=5"
 
 
+def test_spec_data_paths_are_relative_to_the_spec(tmp_path):
+    (tmp_path / "specs").mkdir()
+    spec = load_spec(_spec(tmp_path / "specs", 'seeds = [1]\n[grid]\ndata = ["../load.csv"]\n'))
+    (run,) = spec.runs
+    assert run.name == "data=.._load.csv,seed=1"
+    assert os.path.normpath(run.config.data) == str(tmp_path / "load.csv")
+
+
 @pytest.mark.parametrize("text, line, message", [
     (TINY.replace("hidden = 4", "hiden = 4"), 5, "key hiden: unknown option; did you mean 'hidden'?"),
     (TINY.replace("hidden = 4", "hidden = \"four\""), 5, "key hidden: must be an integer, got 'four'"),
