@@ -210,8 +210,13 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
         raise click.UsageError("--out, --workers and --scheduler go with a SPEC to run")
     if workers and scheduler:
         raise click.UsageError("--workers sizes the local cluster; a --scheduler has its own workers")
+    if best_dir or report_dir:
+        try:
+            rows = sweep_report.collect(best_dir or report_dir)
+        except FileNotFoundError as err:
+            raise click.BadParameter(str(err), param_hint="'--best'" if best_dir else "'--report'") from None
     if best_dir:
-        groups = sweep_report.summarize(sweep_report.collect(best_dir))
+        groups = sweep_report.summarize(rows)
         if not groups:
             raise click.ClickException(f"{best_dir} has no finished runs yet")
         for task, group in sweep_report.best(groups).items():
@@ -223,7 +228,7 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
                            f"{sweep_report.ensemble(best_dir, group):.4g}")
         return
     if report_dir:
-        sweep_report.write_report(report_dir)
+        sweep_report.write_report(report_dir, rows)
         with open(os.path.join(report_dir, sweep_report.SUMMARY)) as f:
             click.echo(f.read(), nl=False)
         return

@@ -203,13 +203,13 @@ def _swept_curves(groups, key):
     return {label: tuple(zip(*points)) for label, points in lines.items()}
 
 
-def write_report(out):
-    """Redo results.csv, summary.md and the figures of the sweep in ``out``; return
-    ``(rows, groups)``."""
+def write_report(out, rows=None):
+    """Redo results.csv, summary.md and the figures of the sweep in ``out`` (from ``rows``,
+    ``collect(out)`` by default); return ``(rows, groups)``."""
     from bptt import plots
 
     out = os.fspath(out)
-    rows = collect(out)
+    rows = collect(out) if rows is None else rows
     groups = summarize(rows)
     _write_results_csv(os.path.join(out, RESULTS), rows)
     with open(os.path.join(out, SUMMARY), "w") as f:

@@ -119,6 +119,8 @@ def test_modes_are_usage_errors(tmp_path):
     result = runner.invoke(main, ["sweep", spec, "--report", str(tmp_path)])
     assert result.exit_code == 2 and "not SPEC and --report" in result.output
     assert "--ensemble goes with --best" in runner.invoke(main, ["sweep", spec, "--ensemble"]).output
+    result = runner.invoke(main, ["sweep", "--report", str(tmp_path)])
+    assert result.exit_code == 2 and f"{tmp_path}: not a sweep directory (no sweep.json)" in result.output
 
 
 # -- running -----------------------------------------------------------------------------------
