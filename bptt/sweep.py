@@ -494,6 +494,8 @@ def run_sweep(spec, out, workers=None, scheduler=None, echo=click.echo, progress
                         record_failure(os.path.join(out, "runs", run.name), record["error"])
                     records[run.name] = record
                     counts["failed"] += record["status"] != "done"
+                    if not bar.hidden:      # the line goes above the bar: clear the bar's line first
+                        sys.stderr.write("\r\x1b[K")
                     echo(_describe(run.name, record))
                 counts["running"] = _running(client)
                 bar.update(len(batch))
