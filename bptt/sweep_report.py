@@ -75,7 +75,8 @@ def collect(out):
         row["options"] = run["options"]
         if result and not failure:
             row.update(task_name=result["task"], metric=result["metric"], val=_final_validation(run_dir), test=result["test"],
-                       baselines=result["baselines"], updates=result["steps"], seconds=result["seconds"])
+                       baselines=result["baselines"], updates=result["steps"], seconds=result["seconds"],
+                       suggested_k2=result.get("suggested_k2"))
         row["error"] = failure["error"] if failure else ""
         rows.append(row)
     return rows
@@ -93,6 +94,7 @@ class Group:
     val: np.ndarray
     test: np.ndarray
     seconds: np.ndarray
+    suggested_k2: list
     baselines: dict
     failed: int
 
@@ -127,7 +129,8 @@ def summarize(rows):
         out.append(Group(label, g["options"], done[0]["task_name"],
                          done[0]["metric"], [r["run"] for r in done],
                          np.array([r["val"] for r in done]), np.array([r["test"] for r in done]),
-                         np.array([r["seconds"] for r in done]), done[0]["baselines"], g["failed"]))
+                         np.array([r["seconds"] for r in done]), [r["suggested_k2"] for r in done],
+                         done[0]["baselines"], g["failed"]))
 
     def order(group):
         mean = _mean_std(group.val)[0]
@@ -162,11 +165,14 @@ def summary_markdown(groups, rows):
         lines += [f"## {task}", "", f"Test {metric} beside the baselines: {baselines}. Mean ± std "
                   f"(sample, over seeds) of n runs, sorted by the validation {metric} "
                   f"({'higher' if higher_is_better(metric) else 'lower'} is better).", "",
-                  f"| configuration | n | validation {metric} | test {metric} | seconds per run |",
-                  "|---|---|---|---|---|"]
+                  f"| configuration | n | validation {metric} | test {metric} | suggested k2 | seconds per run |",
+                  "|---|---|---|---|---|---|"]
         for g in mine:
             n = f"{g.n}" + (f" ({g.failed} failed)" if g.failed else "")
-            lines.append(f"| {g.label} | {n} | {format_mean_std(g.val)} | {format_mean_std(g.test)} | {np.mean(g.seconds):.0f} |")
+            k2 = [k for k in g.suggested_k2 if k is not None]
+            k2 = f"{np.median(k2):g}" if k2 else "none"
+            lines.append(f"| {g.label} | {n} | {format_mean_std(g.val)} | {format_mean_std(g.test)} | {k2} "
+                         f"| {np.mean(g.seconds):.0f} |")
         lines.append("")
     if failed:
         lines += ["## Failed runs", ""] + [f"- {r['run']}: {r['error']}" for r in failed] + [""]
@@ -179,7 +185,7 @@ def _write_results_csv(path, rows):
     option_names = [f.name for f in fields(TrainConfig)]
     baseline_names = list(dict.fromkeys(k for r in rows for k in r.get("baselines", {})))
     columns = (["run", "status"] + option_names + ["metric", "val", "test"]
-               + [f"baseline {k}" for k in baseline_names] + ["updates", "seconds", "error"])
+               + [f"baseline {k}" for k in baseline_names] + ["suggested_k2", "updates", "seconds", "error"])
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
