@@ -85,6 +85,20 @@ def test_spec_data_paths_are_relative_to_the_spec(tmp_path):
     assert os.path.normpath(run.config.data) == str(tmp_path / "load.csv")
 
 
+SPECS = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "sweeps")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(SPECS) if n.endswith(".toml")))
+def test_shipped_specs_load_with_three_seeds_or_more(name):
+    spec = load_spec(os.path.join(SPECS, name))
+    assert len(spec.seeds) >= 3 and len(spec.runs) == len(spec.seeds) * len({r.label for r in spec.runs})
+
+
+def test_truncation_spec_gives_every_run_1500_sequences():
+    for run in load_spec(os.path.join(SPECS, "truncation.toml")).runs:
+        assert run.config.steps == 1500 * -(-run.config.seq_len // run.config.k1)
+
+
 @pytest.mark.parametrize("text, line, message", [
     (TINY.replace("hidden = 4", "hiden = 4"), 5, "key hiden: unknown option; did you mean 'hidden'?"),
     (TINY.replace("hidden = 4", "hidden = \"four\""), 5, "key hidden: must be an integer, got 'four'"),
