@@ -34,6 +34,7 @@ directory and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import itertools
 import json
@@ -378,38 +379,35 @@ def plan(spec, out):
     return states
 
 
-class cluster:
-    """A Dask client: on a new ``LocalCluster`` of ``workers`` single-threaded processes, or
-    on the scheduler at ``scheduler``.  A context manager; closes what it started."""
+@contextlib.contextmanager
+def cluster(workers=None, scheduler=None):
+    """A Dask client on a new ``LocalCluster`` of ``workers`` single-threaded processes (default:
+    one per core), or on the running scheduler at ``scheduler``; closes what it started.
 
-    def __init__(self, workers=None, scheduler=None):
-        self.workers, self.scheduler = workers, scheduler
+    Raises
+    ------
+    ConfigError
+        No scheduler answers at ``scheduler`` within 10 s.
+    """
+    import dask
+    from distributed import Client, LocalCluster
 
-    def __enter__(self):
-        import dask
-        from distributed import Client, LocalCluster
-
-        if self.scheduler is not None:
-            self.local = None
-            try:
-                self.client = Client(self.scheduler, timeout=10)
-            except (OSError, ValueError) as err:
-                raise ConfigError("--scheduler", f"cannot reach a Dask scheduler at {self.scheduler} "
-                                                 f"({err})") from None
-            return self.client
-        environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **_ONE_THREAD}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            self.local = LocalCluster(n_workers=self.workers or os.cpu_count() or 1,
-                                      threads_per_worker=1, processes=True, dashboard_address=None,
-                                      # no dashboard; its HTTP server on a free port, not 8787
-                                      scheduler_kwargs={"dashboard_address": ":0"})
-        self.client = Client(self.local)
-        return self.client
-
-    def __exit__(self, *exc):
-        self.client.close()
-        if self.local is not None:
-            self.local.close()
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=10)
+        except (OSError, ValueError) as err:
+            raise ConfigError("--scheduler", f"cannot reach a Dask scheduler at {scheduler} ({err})") from None
+        with client:
+            yield client
+        return
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **_ONE_THREAD}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        local = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                             processes=True, dashboard_address=None,
+                             # no dashboard; its HTTP server on a free port, not 8787
+                             scheduler_kwargs={"dashboard_address": ":0"})
+    with local, Client(local) as client:
+        yield client
 
 
 def _describe(name, record):
