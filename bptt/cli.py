@@ -182,3 +182,88 @@ def cells():
     from bptt.nn import cell
 
     click.echo("\n".join(c.describe() for c in cell.registered()))
+
+
+@main.command()
+@click.argument("spec", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="The sweep directory  [default: sweeps/ and the spec's name without .toml]")
+@click.option("--workers", default=None, type=_POSITIVE,
+              help="Worker processes of the local Dask cluster  [default: the number of cores]")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Submit the runs to this running Dask scheduler (tcp://HOST:8786) instead of a "
+                   "local cluster; its workers must see --out at the same path.")
+@click.option("--report", "report_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Redo results.csv, summary.md and the figures of this sweep directory and print "
+                   "the summary.")
+@click.option("--best", "best_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Name the configuration of this sweep directory with the best mean validation "
+                   "metric and report its test metric.")
+@click.option("--ensemble", is_flag=True, help="With --best: also score the average prediction of "
+                                               "that configuration's seeds on the test set.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.pass_context
+def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, progress):
+    """Run a grid of `bptt train` runs over options and seeds on Dask, from a TOML SPEC.
+
+    The spec's keys are bptt train's option names with underscores: `seeds = [0, 1, 2]`, a
+    [fixed] table shared by every run, a [grid] table of lists (every combination is run) and
+    [[config]] tables (explicit runs); each option set runs once per seed.  Every run is a run
+    directory under OUT/runs/; running the same command again skips finished runs and resumes
+    interrupted ones.  At the end OUT gets results.csv, summary.md (mean ± std over seeds, best
+    validation metric first) and figures/.  Exit status 1 when a run failed.
+    """
+    import os
+
+    from bptt import sweep as sweeping
+    from bptt import sweep_report
+
+    modes = [m for m, given in (("SPEC", spec), ("--report", report_dir), ("--best", best_dir)) if given]
+    if len(modes) != 1:
+        raise click.UsageError("give a SPEC to run, or --report DIR or --best DIR"
+                               + (f", not {' and '.join(modes)}" if modes else ""))
+    if ensemble and not best_dir:
+        raise click.UsageError("--ensemble goes with --best DIR")
+    if spec is None and (out or workers or scheduler):
+        raise click.UsageError("--out, --workers and --scheduler go with a SPEC to run")
+    if workers and scheduler:
+        raise click.UsageError("--workers sizes the local cluster; a --scheduler has its own workers")
+    if best_dir or report_dir:
+        try:
+            rows = sweep_report.collect(best_dir or report_dir)
+        except FileNotFoundError as err:
+            raise click.BadParameter(str(err), param_hint="'--best'" if best_dir else "'--report'") from None
+    if best_dir:
+        groups = sweep_report.summarize(rows)
+        if not groups:
+            raise click.ClickException(f"{best_dir} has no finished runs yet")
+        for task, group in sweep_report.best(groups).items():
+            click.echo(f"{task}: best on validation {group.label} (n={group.n}): validation "
+                       f"{group.metric} {sweep_report.format_mean_std(group.val)}, test {group.metric} "
+                       f"{sweep_report.format_mean_std(group.test)}")
+            if ensemble:
+                click.echo(f"{task}: ensemble of its {group.n} seeds: test {group.metric} "
+                           f"{sweep_report.ensemble(best_dir, group):.4g}")
+        return
+    if report_dir:
+        sweep_report.write_report(report_dir, rows)
+        with open(os.path.join(report_dir, sweep_report.SUMMARY)) as f:
+            click.echo(f.read(), nl=False)
+        return
+    out = out or os.path.join("sweeps", os.path.splitext(os.path.basename(spec))[0])
+    try:
+        parsed = sweeping.load_spec(spec)
+        sweeping.run_sweep(parsed, out, workers=workers, scheduler=scheduler, progress=progress)
+    except sweeping.SpecError as err:
+        raise click.UsageError(str(err)) from None
+    except sweeping.ConfigError as err:
+        raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
+    rows, groups = sweep_report.write_report(out)
+    failed = sum(r["status"] == "failed" for r in rows)
+    click.echo(f"wrote {out}/{sweep_report.RESULTS}, {out}/{sweep_report.SUMMARY} and "
+               f"{out}/{sweep_report.FIGURES}/" + (f"; {failed} runs failed" if failed else ""))
+    for task, group in sweep_report.best(groups).items():
+        click.echo(f"{task}: best on validation {group.label}: test {group.metric} "
+                   f"{sweep_report.format_mean_std(group.test)} (n={group.n})")
+    if failed:
+        ctx.exit(1)

@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 from bptt.diagnostics import ParameterGradNorms, decay_rate
 
 __all__ = ["plot_gradient_decay", "plot_jacobian_spectrum", "plot_parameter_grad_flow",
-           "plot_gradient_heatmap", "plot_training", "plot_predictions", "save"]
+           "plot_gradient_heatmap", "plot_training", "plot_predictions", "plot_sweep_metric",
+           "plot_loss_curves", "save"]
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -289,4 +290,89 @@ def plot_predictions(pred, y, mask, path=None, *, title=None, ax=None):
     ax.plot(guess, color="C3", lw=1, label="prediction")
     ax.set_xlabel("test target (in order)")
     ax.legend()
+    return _finish(fig, ax, title, path)
+
+
+def _numeric(values):
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def plot_sweep_metric(lines, option, metric, path=None, *, title=None, ax=None):
+    """A sweep's test metric against one swept option: a line per setting of the other options,
+    the mean over seeds with a band of ± one standard deviation.
+
+    Parameters
+    ----------
+    lines : mapping of str to (values, means, stds)
+        Per line label, the option's values (numbers, or names such as cells) and the metric's
+        mean and standard deviation over seeds at each.
+    option, metric : str
+        Axis labels.
+    path, title, ax : optional
+        As for the other plots.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig, ax = _axes(ax, (7, 4))
+    every = [v for values, _, _ in lines.values() for v in values]
+    numeric = _numeric(every)
+    names = sorted(set(map(str, every))) if not numeric else None
+    positive = True
+    for i, (label, (values, means, stds)) in enumerate(lines.items()):
+        x = np.array(values, dtype=np.float64) if numeric else np.array([names.index(str(v)) for v in values])
+        order = np.argsort(x)
+        x, mean, std = x[order], np.asarray(means)[order], np.asarray(stds)[order]
+        ax.plot(x, mean, "o-", color=f"C{i % 10}", ms=4, label=label or "mean")
+        ax.fill_between(x, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2, lw=0)
+        positive &= bool(np.all(mean - std > 0))
+    if numeric and min(every) > 0 and max(every) >= 10 * min(every):
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(np.arange(len(names)), names)
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel(option)
+    ax.set_ylabel(f"test {metric}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _finish(fig, ax, title, path)
+
+
+def plot_loss_curves(runs, metric, path=None, *, title=None, ax=None):
+    """The training loss (a running mean) and validation metric of several runs overlaid.
+
+    Parameters
+    ----------
+    runs : mapping of str to mapping of str to np.ndarray
+        Per run label, its metrics.csv columns as ``bptt.train.read_metrics`` returns them.
+    metric : str
+        The validation metric's name.
+    path, title, ax : optional
+        As for the other plots.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig, ax = _axes(ax, (7, 4))
+    positive = True
+    for i, (label, m) in enumerate(runs.items()):
+        step = np.asarray(m["step"])
+        loss = np.asarray(m["train_loss"], dtype=np.float64)
+        val = np.asarray(m["val_metric"], dtype=np.float64)
+        width = max(1, len(loss) // 50)
+        if len(loss) >= width:
+            smooth = np.convolve(loss, np.ones(width) / width, mode="valid")
+            ax.plot(step[width - 1:], smooth, color=f"C{i % 10}", lw=1, label=f"{label}: train loss")
+        has = np.isfinite(val)
+        ax.plot(step[has], val[has], "o--", color=f"C{i % 10}", ms=2, lw=0.8,
+                label=f"{label}: validation {metric}")
+        positive &= bool(np.all(loss[np.isfinite(loss)] > 0) and np.all(val[has] > 0))
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("step (optimizer update)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="x-small")
     return _finish(fig, ax, title, path)
