@@ -7,3 +7,4 @@ from bptt.nn.losses import (mse_loss, l1_loss, huber_loss, binary_cross_entropy_
                              cross_entropy, MSELoss, L1Loss, HuberLoss, BCEWithLogitsLoss,
                              CrossEntropyLoss)
 from bptt.nn.recurrent import RNNCell, LSTMCell, GRUCell, RNN, LSTM, GRU, SequenceModel
+from bptt.nn.fixedpoint import FixedPoint, FixedPointError
