@@ -115,8 +115,8 @@ def test_bptt_error_shrinks_at_the_spectral_radius_of_a_linear_map(rng):
     ks = np.arange(10, 31, 4)
     errors = []
     for k in ks:
-        layer.options = layer.options.__class__(**{**layer.options.__dict__, "grad": "bptt", "unroll": int(k)})
-        _, g, _ = _loss_grads(layer, x, target)
+        with layer.using(grad="bptt", unroll=int(k)):
+            _, g, _ = _loss_grads(layer, x, target)
         errors.append(np.linalg.norm(g - exact) / np.linalg.norm(exact))
     rate = math.exp(np.polyfit(ks, np.log(errors), 1)[0])
     assert abs(rate - 0.5) < 0.03, (rate, errors)
@@ -283,3 +283,24 @@ def test_bad_options_and_shapes_are_errors(rng):
         layer(np.ones((7, 2, 3), np.float32))
     with pytest.raises(ValueError, match=r"h0 has shape \(2, 5\), expected \(2, 4\)"):
         layer(np.ones((2, 3), np.float32), (np.zeros((2, 5)), np.zeros((2, 5))))
+
+
+# -- diagnostics --------------------------------------------------------------------------------
+
+def test_fixed_point_gradients_match_the_spectral_radius_and_restore_the_model(rng):
+    cell = _linear_cell(rng, radius=0.5)
+    model = nn.Sequential(nn.FixedPoint(cell, 3, 8, tol=1e-14, max_iter=500), nn.Linear(8, 2, dtype=np.float64))
+    x, y = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    before = model[0].options
+    model[1].weight.grad = np.ones((2, 8))
+    result = bptt.diagnostics.fixed_point_gradients(model, x, y, nn.mse_loss, ks=(1, 5, 10, 20, 40))
+    assert model[0].options == before
+    np.testing.assert_array_equal(model[1].weight.grad, np.ones((2, 8)))
+    np.testing.assert_allclose(result.bptt_cosine, result.neumann_cosine, rtol=1e-9)
+    np.testing.assert_allclose(result.bptt_error, result.neumann_error, rtol=1e-6, atol=1e-13)
+    assert np.all(np.diff(result.neumann_error) < 0) and result.neumann_error[-1] < 1e-10
+    assert result.neumann_cosine[-1] == pytest.approx(1.0, abs=1e-12) and result.neumann_cosine[0] < 0.999
+    rate = (result.neumann_error[2] / result.neumann_error[1]) ** (1 / 5)
+    assert rate == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match="fixed_point_gradients: Linear has no FixedPoint layer"):
+        bptt.diagnostics.fixed_point_gradients(nn.Linear(3, 2), x, y, nn.mse_loss)

@@ -26,6 +26,7 @@ and returns the state as a Tensor or a tuple of Tensors, and acts on each exampl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -80,6 +81,29 @@ class _Options:
     neumann_terms: int
     unroll: int | None
     on_fail: str
+
+
+def _make_options(tol, max_iter, damping, grad, grad_tol, grad_max_iter, neumann_terms, unroll, on_fail):
+    """The solver options, checked; ``grad_tol`` and ``grad_max_iter`` default to ``tol`` and ``max_iter``."""
+    who = "FixedPoint"
+    grad_tol = tol if grad_tol is None else grad_tol
+    grad_max_iter = max_iter if grad_max_iter is None else grad_max_iter
+    for name, value in (("max_iter", max_iter), ("neumann_terms", neumann_terms), ("grad_max_iter", grad_max_iter),
+                        ("unroll", 1 if unroll is None else unroll)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{who}: {name} must be a positive integer, got {value!r}")
+    for name, value in (("tol", tol), ("grad_tol", grad_tol)):
+        if not (isinstance(value, (int, float)) and 0 < value < 1):
+            raise ValueError(f"{who}: {name} must be a number in (0, 1), got {value!r}")
+    if not (isinstance(damping, (int, float)) and 0 < damping <= 1):
+        raise ValueError(f"{who}: damping must be in (0, 1], got {damping!r}")
+    if grad not in GRADS:
+        raise ValueError(f"{who}: unknown grad {grad!r}; choose from {', '.join(GRADS)}")
+    if on_fail not in _ON_FAIL:
+        raise ValueError(f"{who}: on_fail must be 'raise' or 'warn', got {on_fail!r}")
+    return _Options(tol=float(tol), max_iter=int(max_iter), damping=float(damping), grad=grad,
+                    grad_tol=float(grad_tol), grad_max_iter=int(grad_max_iter), neumann_terms=int(neumann_terms),
+                    unroll=None if unroll is None else int(unroll), on_fail=on_fail)
 
 
 def _tuple(state):
@@ -403,30 +427,15 @@ class FixedPoint(Module):
                  on_fail="raise", init="default", dtype=None, rng=None, **cell_options):
         super().__init__()
         who = "FixedPoint"
-        for name, value in (("max_iter", max_iter), ("neumann_terms", neumann_terms),
-                            ("grad_max_iter", max_iter if grad_max_iter is None else grad_max_iter),
-                            ("unroll", 1 if unroll is None else unroll)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{who}: {name} must be a positive integer, got {value!r}")
-        for name, value in (("tol", tol), ("grad_tol", tol if grad_tol is None else grad_tol)):
-            if not (isinstance(value, (int, float)) and 0 < value < 1):
-                raise ValueError(f"{who}: {name} must be a number in (0, 1), got {value!r}")
-        if not (isinstance(damping, (int, float)) and 0 < damping <= 1):
-            raise ValueError(f"{who}: damping must be in (0, 1], got {damping!r}")
-        if grad not in GRADS:
-            raise ValueError(f"{who}: unknown grad {grad!r}; choose from {', '.join(GRADS)}")
-        if on_fail not in _ON_FAIL:
-            raise ValueError(f"{who}: on_fail must be 'raise' or 'warn', got {on_fail!r}")
+        self.options = _make_options(tol=tol, max_iter=max_iter, damping=damping, grad=grad, grad_tol=grad_tol,
+                                     grad_max_iter=grad_max_iter, neumann_terms=neumann_terms, unroll=unroll,
+                                     on_fail=on_fail)
         bound = 0.95 if contractive is True else (float(contractive) if contractive else None)
         if bound is not None and not 0 < bound < 1:
             raise ValueError(f"{who}: contractive must be True, False or a bound in (0, 1), got {contractive!r}")
         self.cell = cell if isinstance(cell, Module) else _cell_module(cell, input_size, hidden_size, init,
                                                                         dtype, rng, **cell_options)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
-        self.options = _Options(tol=float(tol), max_iter=int(max_iter), damping=float(damping), grad=grad,
-                                grad_tol=float(tol if grad_tol is None else grad_tol),
-                                grad_max_iter=int(max_iter if grad_max_iter is None else grad_max_iter),
-                                neumann_terms=int(neumann_terms), unroll=unroll, on_fail=on_fail)
         self.contractive = bound
         self._names = [name for name, _ in self.cell.named_parameters()]
         if bound is not None and "weight_hh" not in self._names:
@@ -437,6 +446,20 @@ class FixedPoint(Module):
     @property
     def grad(self):
         return self.options.grad
+
+    @contextlib.contextmanager
+    def using(self, **options):
+        """Change solver options (``grad``, ``neumann_terms``, ``unroll``, ``tol``, ...) inside a ``with``.
+
+        >>> with layer.using(grad="neumann", neumann_terms=5):
+        ...     loss_fn(model(x), y).backward()
+        """
+        saved = self.options
+        self.options = _make_options(**{**dataclasses.asdict(saved), **options})
+        try:
+            yield self
+        finally:
+            self.options = saved
 
     def extra_repr(self):
         o = self.options
