@@ -304,3 +304,69 @@ def test_fixed_point_gradients_match_the_spectral_radius_and_restore_the_model(r
     assert rate == pytest.approx(0.5, abs=0.05)
     with pytest.raises(ValueError, match="fixed_point_gradients: Linear has no FixedPoint layer"):
         bptt.diagnostics.fixed_point_gradients(nn.Linear(3, 2), x, y, nn.mse_loss)
+
+
+# -- static tasks, the experiment and the command -------------------------------------------------
+
+def test_two_spirals_are_mirrored_and_balanced():
+    from bptt.tasks.static import TwoSpirals
+
+    task = TwoSpirals(n=50, turns=1.5)
+    x, y = task.train_set()
+    assert x.shape == (100, 2) and y.shape == (100, 1) and y.sum() == 50
+    np.testing.assert_array_equal(x[50:], -x[:50])
+    assert np.all(np.linalg.norm(x, axis=1) <= 1 + 1e-6)
+    xt, _ = task.test_set()
+    assert not np.isin(xt[:, 0], x[:, 0]).any()                   # test points are fresh
+    assert task.score(np.where(y > 0.5, 1.0, -1.0), y) == 1.0
+
+
+def test_pattern_completion_flips_exactly_the_fraction_asked_for(rng):
+    from bptt.tasks.static import PatternCompletion
+
+    task = PatternCompletion(patterns=5, size=20, flip=0.25)
+    x, y = task.batch(40, rng)
+    clean = 2 * y - 1
+    assert x.shape == y.shape == (40, 20)
+    np.testing.assert_array_equal((x != clean).sum(axis=1), np.full(40, 5))
+    assert all((task.patterns == c).all(axis=1).any() for c in clean)
+    assert task.score(x, y) == pytest.approx(0.25)                 # the corrupted input read as the answer
+    with pytest.raises(ValueError, match=r"PatternCompletion: flip must be in \[0, 0.5\), got 0.5"):
+        PatternCompletion(flip=0.5)
+
+
+def test_parse_methods():
+    from bptt.config import ConfigError
+    from bptt.fixedpoint import Method, parse_methods
+
+    assert parse_methods("rbp,neumann:3,bptt,bptt:5") == [Method("rbp"), Method("neumann", 3), Method("bptt"),
+                                                           Method("bptt", 5)]
+    assert [m.label for m in parse_methods()] == ["rbp", "gmres", "bicgstab", "neumann:3", "bptt", "bptt:3"]
+    for text, message in (("cg", "unknown method 'cg'"), ("rbp:3", "only neumann:k and bptt:k take a k"),
+                          ("bptt:0", "k must be a positive integer"), ("rbp,rbp", "a method is given twice")):
+        with pytest.raises(ConfigError, match=message):
+            parse_methods(text)
+
+
+def test_fixedpoint_command_writes_lines_figures_and_csv(tmp_path):
+    import csv
+
+    from click.testing import CliRunner
+
+    from bptt.cli import main
+
+    out = tmp_path / "fp.png"
+    result = CliRunner().invoke(main, ["fixedpoint", "--steps", "3", "--hidden", "6", "--grad", "rbp,neumann:2,bptt:2",
+                                       "--ks", "1,3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 7 and lines[-1].startswith("wrote ")
+    assert lines[0].startswith("spirals   rbp") and "test accuracy" in lines[0] and "cosine to RBP 1.0000" in lines[0]
+    assert lines[5].startswith("patterns  bptt:2") and "test recall error" in lines[5]
+    assert (tmp_path / "fp.png").stat().st_size > 0 and (tmp_path / "fp_agreement.png").stat().st_size > 0
+    rows = list(csv.DictReader(open(tmp_path / "fp.csv")))
+    assert [(r["task"], r["method"]) for r in rows] == [(t, m) for t in ("spirals", "patterns")
+                                                        for m in ("rbp", "neumann:2", "bptt:2")]
+    assert all(float(r["peak_mb"]) > 0 and float(r["ms_per_update"]) > 0 for r in rows)
+    bad = CliRunner().invoke(main, ["fixedpoint", "--grad", "rbp,cg"])
+    assert bad.exit_code == 2 and "Invalid value for '--grad': unknown method 'cg'" in bad.output

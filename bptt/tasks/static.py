@@ -95,7 +95,7 @@ class PatternCompletion:
     metric = "recall error"
     higher_is_better = False
 
-    def __init__(self, patterns=10, size=32, flip=0.15, test_size=500, seed=0):
+    def __init__(self, patterns=20, size=32, flip=0.2, test_size=500, seed=0):
         if not 0 <= flip < 0.5:
             raise ValueError(f"PatternCompletion: flip must be in [0, 0.5), got {flip!r}")
         if int(patterns) < 1 or int(size) < 1:
