@@ -263,13 +263,13 @@ class fixed_point:
     def examples(rng):
         cases = []
         for cell, grad in zip(_EXAMPLE_CELLS, ("rbp", "gmres")):
-            module = _cell_module(cell, 3, 4, "default", np.float64, rng)
+            module = _cell_module(cell, 2, 3, "default", np.float64, rng)
             names = list(module._parameters)
             options = _Options(tol=1e-13, max_iter=500, damping=1.0, grad=grad, grad_tol=1e-12,
                                grad_max_iter=500, neumann_terms=1, unroll=None, on_fail="raise")
             params = [p.data * (0.5 if name == "weight_hh" else 1.0) for name, p in zip(names, module.parameters())]
             problem = _Problem(f"fixed_point({cell})", module, [(module, name) for name in names], options, None)
-            cases.append(((rng.uniform(-2, 2, (2, 3)), *params), {"problem": problem}))
+            cases.append(((rng.uniform(-2, 2, (2, 2)), *params), {"problem": problem}))
         return cases
 
     def fwd(x, *params, problem):
