@@ -15,8 +15,8 @@ an MSE loss against a fixed target, the backward and an SGD step.  Contenders:
 
 Each contender runs in its own process (so that memory is its own), one update per round in a
 rotating order (load on a shared machine hits all alike); the table gives medians over rounds and
-the ratio to ``torch-deq``.  Memory is the growth of peak RSS over the RSS before the first update
-(Linux, /proc).  Run it where torch is installed::
+the ratio to ``torch-deq``.  Memory is the growth of peak RSS over the RSS before the first update,
+after a one-example update has loaded and initialised the libraries (Linux, /proc).  Run it where torch is installed::
 
     PYTHONPATH=. /work/torchenv/bin/python scripts/bench_fixedpoint.py
 """
@@ -138,9 +138,14 @@ def worker(name, batch, hidden, inputs, tol, unroll, threads, seed, conn):
             import torch
 
             torch.set_num_threads(threads)
-            update = make_torch(name[len("torch-"):], w, x, y, tol, unroll)
+
+            def make(x, y):
+                return make_torch(name[len("torch-"):], w, x, y, tol, unroll)
         else:
-            update = make_bptt("rbp" if name == "bptt-rbp" else "bptt", w, x, y, tol)
+            def make(x, y):
+                return make_bptt("rbp" if name == "bptt-rbp" else "bptt", w, x, y, tol)
+        make(x[:1], y[:1])()                       # one-example update: libraries load and initialise
+        update = make(x, y)
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")                           # reset the peak RSS to the current RSS
         base = _status("VmRSS")
