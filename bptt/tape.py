@@ -17,6 +17,9 @@ entries reachable from the root without recursion, replays them from the newest 
 accumulates cotangents with ``+`` (a hidden state always fans out).  Broadcasting is undone here,
 once, not in each rule.  After the replay the entries are freed unless ``retain_graph=True``.
 
+``vjp`` records a function once on fresh leaves and replays the same entries, through the same
+loop as ``backward``, for as many cotangents as it is given.
+
 Because an entry keeps the arrays it was recorded with, rebinding ``param.data`` afterwards (as
 the optimizers do) never changes what backward computes through that entry.  Entries keep
 references, not copies (copying every input would double the cost of a step), so writing into a

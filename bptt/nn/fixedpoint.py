@@ -379,7 +379,8 @@ class FixedPoint(Module):
     Parameters
     ----------
     cell : str or Module
-        A registered cell name ('rnn', 'lstm', 'gru'), or a cell module with ``forward(x, hx)``.
+        A registered cell name (e.g. 'lstm'), or a cell module with ``forward(x, hx)`` that takes
+        and returns its state as a Tensor or a tuple of Tensors (B, H) and treats examples apart.
     input_size, hidden_size : int
     tol : float
         Forward stopping tolerance.
@@ -415,7 +416,9 @@ class FixedPoint(Module):
         Its parameters are this layer's (``cell.weight_ih``, ...).
     last : FixedPointReport or None
         Iterations and residual of the last forward; adjoint iterations and residual after a
-        backward; the spectral norm and radius of J at h* on request (``last.jacobian_norms()``).
+        backward (``last.adjoint()``); the spectral norm and radius of J at h* on request
+        (``last.jacobian_norms()``).  For the adjoint report the output keeps its ``.grad``
+        (``retain_grad``), and the report keeps the output until the next forward.
 
     Shapes
     ------
@@ -442,10 +445,6 @@ class FixedPoint(Module):
             raise ValueError(f"{who}: contractive=True rescales weight_hh, which {type(self.cell).__name__} "
                              f"does not have (its parameters: {', '.join(self._names)})")
         self.last = None
-
-    @property
-    def grad(self):
-        return self.options.grad
 
     @contextlib.contextmanager
     def using(self, **options):
