@@ -152,6 +152,11 @@ class _Problem:
         with self._substituted(params):
             return self._T(x, state)
 
+    def vjp(self, state, x, params):
+        """``bptt.vjp``'s ``vjp_fn`` of one application of T, over the inputs (*state, x, *params)."""
+        n = len(state)
+        return vjp(lambda *a: self.step(a[n], a[n + 1:], a[:n]), *state, x, *params)[1]
+
     def iterate(self, x, params, state, steps=None):
         """Iterate T from ``state`` until the relative change is at most ``tol`` (or exactly ``steps`` times).
 
@@ -275,9 +280,7 @@ class fixed_point:
     def fwd(x, *params, problem):
         state, k, residual = problem.solve(x, params)
         problem.report = (state, k, residual)     # read by the layer for its FixedPointReport
-        n = len(state)
-        _, vjp_fn = vjp(lambda *args: problem.step(args[n], args[n + 1:], args[:n]), *state, x, *params)
-        return state[0], (problem, vjp_fn, n)
+        return state[0], (problem, problem.vjp(state, x, params), len(state))
 
     def bwd(res, g, needs):
         problem, vjp_fn, n = res
@@ -313,16 +316,13 @@ class FixedPointReport:
         self.converged = residual <= problem.options.tol
         self.grad = problem.options.grad
         self._output = output
-        self._adjoint = None
 
     def __repr__(self):
         return (f"FixedPointReport(iterations={self.iterations}, residual={self.residual:.3g}, "
                 f"converged={self.converged}, grad={self.grad!r})")
 
     def _vjp(self):
-        n = len(self._state)
-        return vjp(lambda *a: self._problem.step(a[n], a[n + 1:], a[:n]), *self._state, self._x,
-                   *self._params)[1]
+        return self._problem.vjp(self._state, self._x, self._params)
 
     def adjoint(self):
         """``(products Jᵀv, relative residual)`` of the adjoint solve for the cotangent dL/dh* that
