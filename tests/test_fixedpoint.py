@@ -276,6 +276,8 @@ def test_bad_options_and_shapes_are_errors(rng):
 
     with pytest.raises(ValueError, match=r"contractive=True rescales weight_hh, which NoRecurrentWeight does not have"):
         nn.FixedPoint(NoRecurrentWeight(), 3, 3, contractive=True)
+    with pytest.raises(ValueError, match=r"options nonlinearity are for a cell built by name"):
+        nn.FixedPoint(NoRecurrentWeight(), 3, 3, nonlinearity="relu")
     layer = nn.FixedPoint("lstm", 3, 4)
     with pytest.raises(ValueError, match=r"FixedPoint\(3, 4, .*\): input has shape \(2, 5\), expected \(B, 3\)"):
         layer(np.ones((2, 5), np.float32))

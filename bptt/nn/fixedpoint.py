@@ -436,6 +436,9 @@ class FixedPoint(Module):
         bound = 0.95 if contractive is True else (float(contractive) if contractive else None)
         if bound is not None and not 0 < bound < 1:
             raise ValueError(f"{who}: contractive must be True, False or a bound in (0, 1), got {contractive!r}")
+        if isinstance(cell, Module) and cell_options:
+            raise ValueError(f"{who}: options {', '.join(cell_options)} are for a cell built by name; "
+                             f"a cell module ({type(cell).__name__}) comes built")
         self.cell = cell if isinstance(cell, Module) else _cell_module(cell, input_size, hidden_size, init,
                                                                         dtype, rng, **cell_options)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
