@@ -195,7 +195,7 @@ def test_contractive_rescales_weight_hh_on_the_tape(rng):
     layer = _layer("rnn", {}, contractive=0.9, hidden=5)
     layer.cell.weight_hh.data = layer.cell.weight_hh.data * 10       # far from contractive
     x = Tensor(rng.uniform(-1, 1, (2, I)), requires_grad=True)
-    h = layer(x)
+    layer(x)
     W = dict(zip(layer._names, layer.last._params))["weight_hh"]
     assert np.linalg.norm(W, 2) == pytest.approx(0.9, rel=1e-12)
     assert layer.last.jacobian_norms()[0] <= 0.9 + 1e-12

@@ -36,8 +36,8 @@ import scipy.sparse.linalg
 
 from bptt import ops
 from bptt.nn.module import Module
-from bptt.ops import custom, primitive
-from bptt.tape import Tensor, enable_grad, is_grad_enabled, no_grad, vjp
+from bptt.ops import primitive
+from bptt.tape import Tensor, is_grad_enabled, no_grad, vjp
 
 __all__ = ["FixedPoint", "FixedPointError", "FixedPointReport", "GRADS"]
 
