@@ -7,6 +7,7 @@ from bptt.functional import (add, sub, mul, div, neg, pow, matmul, exp, log, sqr
                              transpose, concat, stack, split, softmax, log_softmax, astype,
                              linear, softplus)
 from bptt.gradcheck import gradcheck, GradcheckError
+from bptt.tape import vjp
 from bptt.rng import seed
 from bptt import nn
 from bptt import optim

@@ -267,3 +267,50 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
                    f"{sweep_report.format_mean_std(group.test)} (n={group.n})")
     if failed:
         ctx.exit(1)
+
+
+@main.command()
+@click.option("--task", "tasks", multiple=True, type=click.Choice(["spirals", "patterns"]),
+              help="A static task (repeatable)  [default: spirals and patterns]")
+@click.option("--grad", "grads", default=None,
+              help="Comma-separated gradient methods: rbp, gmres, bicgstab, neumann:k (k terms), bptt (every "
+                   "iteration), bptt:k (the last k iterations)  [default: rbp,gmres,bicgstab,neumann:3,bptt,bptt:3]")
+@click.option("--cell", default="rnn", show_default=True, type=click.Choice(CELLS))
+@click.option("--hidden", default=32, show_default=True, type=_POSITIVE, help="Hidden units H.")
+@click.option("--steps", default=300, show_default=True, type=_POSITIVE, help="Adam updates per method.")
+@click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--batch", default=64, show_default=True, type=_POSITIVE,
+              help="Presentations per update (patterns; spirals trains on its whole set).")
+@click.option("--tol", default=1e-5, show_default=True, type=float, help="Forward (and adjoint) tolerance.")
+@click.option("--damping", default=1.0, show_default=True, type=float, help="h <- (1-d) h + d f(h).")
+@click.option("--contractive", default=0.95, show_default=True, type=click.FloatRange(min=0),
+              help="Bound on ||weight_hh||_2, kept by rescaling at every forward (0: none).")
+@click.option("--ks", default="1,2,5,10,20,50", show_default=True,
+              help="Truncations k of the gradient-agreement figure.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", default="fixedpoint.png", show_default=True, type=click.Path(dir_okay=False),
+              help="The loss-curve figure; NAME_agreement.png and NAME.csv are written beside it.")
+def fixedpoint(tasks, grads, ks, contractive, **options):
+    """Train a fixed-point network on static tasks with each gradient method (recurrent backprop).
+
+    The same FixedPoint + Linear network, from the same weights and batches, trains with each
+    method; one line per method gives the test score, milliseconds and peak memory per update,
+    the cosine of its first gradient with converged RBP's and the mean forward iterations.
+    Writes the loss curves, the gradient agreement of BPTT-k and Neumann-k against RBP as k
+    grows, and a CSV of the lines.
+    """
+    from bptt import fixedpoint as experiment
+    from bptt.config import ConfigError
+    from bptt.nn import FixedPointError
+
+    try:
+        try:
+            ks = [int(k) for k in ks.split(",")]
+        except ValueError:
+            raise ConfigError("--ks", f"need comma-separated integers, got {ks!r}") from None
+        experiment.run(tasks=tasks or experiment.TASKS, grads=grads, ks=ks, contractive=contractive or None,
+                       echo=click.echo, **options)
+    except ConfigError as err:
+        raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
+    except FixedPointError as err:      # training pushed the network out of convergence
+        raise click.ClickException(f"{err} (or a lower --lr, or --contractive)") from None

@@ -472,3 +472,94 @@ def parameter_grad_norms(model):
                               mean=np.array([g.mean() for g in grads]),
                               max=np.array([g.max() for g in grads]),
                               norm=np.array([np.sqrt(np.sum(g * g)) for g in grads]))
+
+
+# -- fixed-point layers -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FixedPointGradients:
+    """How far truncated gradients of fixed-point layers are from the converged RBP gradient.
+
+    Attributes
+    ----------
+    ks : np.ndarray of int, shape (K,)
+    bptt_cosine, bptt_error : np.ndarray, shape (K,)
+        For BPTT through the last k forward iterations: the cosine similarity of the parameter
+        gradient (all parameters as one vector) with RBP's, and ``||g - g_rbp|| / ||g_rbp||``.
+    neumann_cosine, neumann_error : np.ndarray, shape (K,)
+        The same for the first k terms of the Neumann series.
+    reference_norm : float
+        ``||g_rbp||``.
+    """
+
+    ks: np.ndarray
+    bptt_cosine: np.ndarray
+    bptt_error: np.ndarray
+    neumann_cosine: np.ndarray
+    neumann_error: np.ndarray
+    reference_norm: float
+
+
+def fixed_point_gradients(model, x, y, loss_fn, ks=(1, 2, 5, 10, 20, 50)):
+    """Liao et al.'s (2018) comparison: truncated BPTT and Neumann gradients against converged RBP.
+
+    Every ``bptt.nn.FixedPoint`` layer of ``model`` is switched in turn to RBP (the reference),
+    to ``grad='bptt', unroll=k`` and to ``grad='neumann', neumann_terms=k``; each time one backward
+    of ``loss_fn(model(x), y)`` gives the gradient of every parameter of the model.  The layers'
+    options and the parameters' ``.grad`` are restored afterwards.
+
+    Parameters
+    ----------
+    model : Module
+        Containing at least one ``FixedPoint``.
+    x, y : array_like
+        One batch and its targets.
+    loss_fn : callable
+        ``loss_fn(model(x), y) -> scalar Tensor``.
+    ks : sequence of int
+        The truncation lengths.
+
+    Returns
+    -------
+    FixedPointGradients
+
+    Shapes
+    ------
+    ks (K,) -> each curve (K,)
+    """
+    from bptt.nn.fixedpoint import FixedPoint
+
+    layers = [m for m in model.modules() if isinstance(m, FixedPoint)]
+    if not layers:
+        raise ValueError(f"fixed_point_gradients: {type(model).__name__} has no FixedPoint layer")
+    ks = np.asarray(ks, dtype=int)
+    if ks.ndim != 1 or ks.size < 1 or np.any(ks < 1):
+        raise ValueError(f"fixed_point_gradients: ks must be positive integers, got {ks}")
+    params = model.parameters()
+    saved = [p.grad for p in params]
+
+    def gradient(**options):
+        with contextlib.ExitStack() as stack:
+            for layer in layers:
+                stack.enter_context(layer.using(**options))
+            model.zero_grad()
+            loss_fn(model(x), y).backward()
+        return np.concatenate([np.zeros(p.size) if p.grad is None else p.grad.reshape(-1).astype(np.float64)
+                               for p in params])
+
+    try:
+        reference = gradient(grad="rbp")
+        norm = float(np.linalg.norm(reference))
+        curves = {}
+        for name, options in (("bptt", lambda k: {"grad": "bptt", "unroll": k}),
+                              ("neumann", lambda k: {"grad": "neumann", "neumann_terms": k})):
+            grads = [gradient(**options(int(k))) for k in ks]
+            curves[name + "_cosine"] = np.array([g @ reference / max(np.linalg.norm(g) * norm, 1e-300) for g in grads])
+            curves[name + "_error"] = np.array([np.linalg.norm(g - reference) / max(norm, 1e-300) for g in grads])
+    finally:
+        for p, g in zip(params, saved):
+            p.grad = g
+    return FixedPointGradients(ks=ks, reference_norm=norm, **curves)
+
+
+__all__ += ["FixedPointGradients", "fixed_point_gradients"]

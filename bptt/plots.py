@@ -376,3 +376,71 @@ def plot_loss_curves(runs, metric, path=None, *, title=None, ax=None):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="x-small")
     return _finish(fig, ax, title, path)
+
+
+def _panels(n, size):
+    fig = Figure(figsize=(size[0] * n, size[1]), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
+
+
+def plot_fixed_point_training(curves, path=None, *, title=None):
+    """Training loss against updates for every gradient method, one panel per task.
+
+    Parameters
+    ----------
+    curves : mapping of str to mapping of str to array_like
+        ``{task: {method label: loss per update}}``, as ``bptt fixedpoint`` records them.
+    path, title : optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig, axes = _panels(len(curves), (5.5, 4))
+    for ax, (task, by_method) in zip(axes, curves.items()):
+        for label, losses in by_method.items():
+            a = np.asarray(losses, dtype=np.float64)
+            ax.plot(np.arange(1, a.size + 1), _positive(a), lw=1, label=label)
+        _finish_log(fig, ax, "update", "training loss", task, None)
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        save(fig, path)
+    return fig
+
+
+def plot_gradient_agreement(agreement, path=None, *, title=None):
+    """Cosine and relative error against converged RBP of truncated BPTT and Neumann gradients.
+
+    Parameters
+    ----------
+    agreement : mapping of str to diagnostics.FixedPointGradients
+        One entry per task (or model), drawn as a pair of lines (BPTT-k solid, Neumann-k dashed).
+    path, title : optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig, (cos_ax, err_ax) = _panels(2, (5.5, 4))
+    for i, (name, r) in enumerate(agreement.items()):
+        for kind, style in (("bptt", "-o"), ("neumann", "--s")):
+            label = f"{name}: {'BPTT, last k iterations' if kind == 'bptt' else 'Neumann, k terms'}"
+            cos_ax.plot(r.ks, getattr(r, kind + "_cosine"), style, color=f"C{i}", ms=3, lw=1, label=label)
+            err_ax.plot(r.ks, _positive(getattr(r, kind + "_error")), style, color=f"C{i}", ms=3, lw=1, label=label)
+    for ax in (cos_ax, err_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("k")
+        ax.grid(True, which="major", alpha=0.3)
+    cos_ax.set_ylabel("cosine similarity to RBP")
+    cos_ax.legend(fontsize="small")
+    _finish_log(fig, err_ax, "k", "||g - g_RBP|| / ||g_RBP||", None, None)
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        save(fig, path)
+    return fig
+
+
+__all__ += ["plot_fixed_point_training", "plot_gradient_agreement"]

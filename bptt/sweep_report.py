@@ -240,11 +240,10 @@ def write_report(out, rows=None):
 
 def _load_model(run_dir, config, task):
     """The model in a run's checkpoint, built to its configuration's shape."""
-    import bptt
     from bptt.io import load_npz
+    from bptt.train import build_model
 
-    model = bptt.nn.SequenceModel(config.cell, task.input_size, config.hidden, task.output_size,
-                                  num_layers=config.layers, nonlinearity=config.nonlinearity)
+    model = build_model(config, task)
     arrays = load_npz(os.path.join(run_dir, "checkpoint.npz"))
     return model.load_state_dict({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
 

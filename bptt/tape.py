@@ -17,6 +17,9 @@ entries reachable from the root without recursion, replays them from the newest 
 accumulates cotangents with ``+`` (a hidden state always fans out).  Broadcasting is undone here,
 once, not in each rule.  After the replay the entries are freed unless ``retain_graph=True``.
 
+``vjp`` records a function once on fresh leaves and replays the same entries, through the same
+loop as ``backward``, for as many cotangents as it is given.
+
 Because an entry keeps the arrays it was recorded with, rebinding ``param.data`` afterwards (as
 the optimizers do) never changes what backward computes through that entry.  Entries keep
 references, not copies (copying every input would double the cost of a step), so writing into a
@@ -33,7 +36,7 @@ import weakref
 import numpy as np
 
 __all__ = ["Tensor", "no_grad", "enable_grad", "is_grad_enabled", "set_default_dtype",
-           "get_default_dtype"]
+           "get_default_dtype", "vjp"]
 
 _default_dtype = np.dtype(np.float32)
 _grad_enabled = True
@@ -258,15 +261,15 @@ def unbroadcast(g, shape, op="backward"):
 _by_seq = operator.attrgetter("seq")
 
 
-def _reachable(root):
-    """Entries reachable from ``root``, newest first (iterative: a 10^4-step chain is fine).
+def _reachable(*roots):
+    """Entries reachable from ``roots``, newest first (iterative: a 10^4-step chain is fine).
 
     Recording order is a topological order (an entry's inputs were all produced earlier), so
     sorting by it is enough; every entry is checked before any gradient is accumulated, so a
     backward through a freed entry fails without touching ``.grad``.
     """
-    seen = {root}
-    stack = [root]
+    seen = set(roots)
+    stack = list(seen)
     while stack:
         e = stack.pop()
         if e.inputs is None:
@@ -282,6 +285,63 @@ def _reachable(root):
     return sorted(seen, key=_by_seq, reverse=True)
 
 
+def _send(pending, t, g):
+    """Add the cotangent ``g`` of the recorded Tensor ``t`` to what waits for its entry."""
+    src = t._entry
+    if src.n_out == 1:
+        prev = pending.get(src)
+        pending[src] = g if prev is None else prev + g   # a new array: g may be shared
+    else:
+        slot = pending.setdefault(src, {})
+        k = t._index
+        slot[k] = slot[k] + g if k in slot else g
+
+
+def _replay(order, pending, on_leaf, free=False, masks=None):
+    """Pull the cotangents in ``pending`` back through ``order`` (entries, newest first).
+
+    ``on_leaf(t, g)`` receives each cotangent that reaches a leaf.  ``masks`` (entry -> one
+    flag per input) restricts the replay to the inputs that lead somewhere wanted (``vjp``);
+    without it every recorded input is followed and retained tensors get their ``.grad``.
+    ``free`` drops each entry's residuals and inputs once it has been replayed.
+    """
+    for e in order:
+        g = pending.pop(e, None)
+        if g is not None:
+            inputs = e.inputs
+            if masks is None:
+                needs = tuple(t is not None for t in inputs)
+            else:
+                needs = masks[e]
+                if not any(needs):
+                    continue
+            if e.n_out != 1:
+                gs = g
+                g = tuple(gs[i] if i in gs else np.zeros(shape, dtype)
+                          for i, (shape, dtype) in enumerate(e.out_meta))
+            if e.retained and masks is None:
+                for i, ref in e.retained.items():
+                    t = ref()
+                    gi = g if e.n_out == 1 else gs.get(i)
+                    if t is not None and gi is not None:
+                        _accumulate_leaf(t, gi)
+            dxs = e.op.bwd(e.res, g, needs)
+            for t, need, dx in zip(inputs, needs, dxs):
+                if not need or dx is None:
+                    continue
+                data = t.data
+                if dx.dtype != data.dtype:
+                    dx = dx.astype(data.dtype)
+                if dx.shape != data.shape:
+                    dx = unbroadcast(dx, data.shape, e.op.name)
+                if t._entry is None:
+                    on_leaf(t, dx)
+                else:
+                    _send(pending, t, dx)
+        if free:
+            e.res = e.inputs = None
+
+
 def run_backward(root, grad, retain_graph=False):
     """Replay the tape from ``root`` (a Tensor) with cotangent ``grad``."""
     entry = root._entry
@@ -292,38 +352,105 @@ def run_backward(root, grad, retain_graph=False):
     # cotangents waiting for each entry: the array itself for a single-output entry,
     # {output index: array} for a multiple-output one
     pending = {entry: grad if entry.n_out == 1 else {root._index: grad}}
-    for e in order:
-        g = pending.pop(e, None)
-        if g is not None:
-            if e.n_out != 1:
-                gs = g
-                g = tuple(gs[i] if i in gs else np.zeros(shape, dtype)
-                          for i, (shape, dtype) in enumerate(e.out_meta))
-            if e.retained:
-                for i, ref in e.retained.items():
-                    t = ref()
-                    gi = g if e.n_out == 1 else gs.get(i)
-                    if t is not None and gi is not None:
-                        _accumulate_leaf(t, gi)
-            inputs = e.inputs
-            dxs = e.op.bwd(e.res, g, tuple(t is not None for t in inputs))
-            for t, dx in zip(inputs, dxs):
-                if t is None or dx is None:
-                    continue
-                data = t.data
-                if dx.dtype != data.dtype:
-                    dx = dx.astype(data.dtype)
-                if dx.shape != data.shape:
-                    dx = unbroadcast(dx, data.shape, e.op.name)
-                src = t._entry
-                if src is None:
-                    _accumulate_leaf(t, dx)
-                elif src.n_out == 1:
-                    prev = pending.get(src)
-                    pending[src] = dx if prev is None else prev + dx   # new array: dx may be shared
-                else:
-                    slot = pending.setdefault(src, {})
-                    k = t._index
-                    slot[k] = slot[k] + dx if k in slot else dx
-        if not retain_graph:
-            e.res = e.inputs = None
+    _replay(order, pending, _accumulate_leaf, free=not retain_graph)
+
+
+def vjp(fn, *inputs):
+    """Record ``fn(*inputs)`` once and return its value and a reusable vector-Jacobian product.
+
+    Each input becomes a fresh leaf of a private recording, so nothing reaches the ``.grad`` of
+    any tensor, and ``vjp_fn`` can be called any number of times on the same recording (the
+    adjoint solvers of ``bptt.nn.FixedPoint`` call it once per iteration).  Tensors that ``fn``
+    reads from elsewhere (a module's parameters, say) are constants of the product: pass them as
+    inputs to get their cotangents.
+
+    Parameters
+    ----------
+    fn : callable
+        Takes one Tensor per input and returns a Tensor or a tuple of Tensors.
+    *inputs : Tensor or array_like
+        Floating-point values; a Tensor's data is used, cut from its tape.
+
+    Returns
+    -------
+    output : Tensor or tuple of Tensor
+        ``fn``'s value, detached.
+    vjp_fn : callable
+        ``vjp_fn(cotangent, argnums=None)``: ``cotangent`` has the structure of ``output`` (an
+        array, or a tuple of arrays with None for a zero one); returns a tuple with one cotangent
+        per input, of the input's shape and dtype (zeros where the output does not depend on it).
+        ``argnums`` (a sequence of input positions) computes only those, None elsewhere: only the
+        tape entries that lead to them are replayed and each VJP skips the rest.
+
+    Examples
+    --------
+    >>> y, vjp_fn = bptt.vjp(lambda a, b: a * b, np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    >>> vjp_fn(np.ones(2))
+    (array([3., 4.]), array([1., 2.]))
+    """
+    leaves = []
+    for i, a in enumerate(inputs):
+        data = a.data if isinstance(a, Tensor) else np.asarray(a)
+        if data.dtype.kind != "f":
+            raise TypeError(f"vjp: input {i} has dtype {data.dtype}; only floating-point inputs have "
+                            "cotangents (cast with .astype(np.float64))")
+        leaves.append(Tensor(data, requires_grad=True))
+    with enable_grad():
+        out = fn(*leaves)
+    single = not isinstance(out, tuple)
+    outs = (out,) if single else out
+    for k, o in enumerate(outs):
+        if not isinstance(o, Tensor):
+            raise TypeError(f"vjp: fn must return a Tensor or a tuple of Tensors; output {k} is "
+                            f"{type(o).__name__}")
+    order = _reachable(*{o._entry for o in outs if o._entry is not None})
+    position = {id(leaf): i for i, leaf in enumerate(leaves)}
+    masks = {}
+
+    def masks_for(wanted):
+        # oldest first: an input is followed when it is a wanted leaf or comes from an entry that
+        # leads to one (entries of another tape that fn closed over lead to none)
+        if wanted not in masks:
+            ids = {id(leaves[i]) for i in wanted}
+            leading = set()
+            mask = {}
+            for e in reversed(order):
+                m = tuple(t is not None and (id(t) in ids if t._entry is None else t._entry in leading)
+                          for t in (e.inputs or ()))
+                mask[e] = m
+                if any(m):
+                    leading.add(e)
+            masks[wanted] = mask
+        return masks[wanted]
+
+    def vjp_fn(cotangent, argnums=None):
+        gs = (cotangent,) if single else tuple(cotangent)
+        if len(gs) != len(outs):
+            raise ValueError(f"vjp_fn: got {len(gs)} cotangents for {len(outs)} outputs")
+        wanted = tuple(range(len(leaves))) if argnums is None else tuple(sorted(set(argnums)))
+        if any(not 0 <= i < len(leaves) for i in wanted):
+            raise ValueError(f"vjp_fn: argnums {argnums} outside the {len(leaves)} inputs")
+        result = [None] * len(leaves)
+
+        def on_leaf(t, g):
+            i = position.get(id(t))
+            if i is not None:
+                result[i] = np.array(g, copy=True) if result[i] is None else result[i] + g
+
+        pending = {}
+        for k, (o, g) in enumerate(zip(outs, gs)):
+            if g is None:
+                continue
+            g = np.asarray(g.data if isinstance(g, Tensor) else g, dtype=o.dtype)
+            if g.shape != o.shape:
+                raise ValueError(f"vjp_fn: cotangent {k} has shape {g.shape}, output {k} has shape {o.shape}")
+            if o._entry is None:
+                on_leaf(o, g)        # an input returned as it is
+            else:
+                _send(pending, o, g)
+        _replay(order, pending, on_leaf, masks=masks_for(wanted))
+        return tuple((np.zeros_like(leaves[i].data) if result[i] is None else result[i])
+                     if i in wanted else None for i in range(len(leaves)))
+
+    values = tuple(o.detach() for o in outs)
+    return (values[0] if single else values), vjp_fn

@@ -9,6 +9,7 @@ import pytest
 import bptt
 from bptt import nn, optim
 from bptt.data import batches
+from bptt.tasks.static import two_spirals
 
 # -- the textbook MLP -------------------------------------------------------------------------------
 # (hours studied, hours slept) -> test score, each column scaled by its maximum, scores by 100
@@ -90,15 +91,6 @@ def test_xor_2_4_1():
     assert _fit(model, x, y, optim.Adam(model.parameters(), lr=0.1), 300, check_every=10) == 1.0
     prob = 1 / (1 + np.exp(-model(x).data))
     assert (np.abs(prob - y) < 0.5).all()
-
-
-def two_spirals(n, turns, rng):
-    """Lang & Witbrock's two interleaved spirals, ``turns`` turns each, scaled into the unit disc."""
-    t = np.sqrt(rng.random(n)) * 2 * np.pi * turns
-    arm = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) / (2 * np.pi * turns)
-    x = np.concatenate([arm, -arm]).astype(np.float32)
-    y = np.concatenate([np.zeros(n), np.ones(n)])[:, None].astype(np.float32)
-    return x, y
 
 
 def test_two_spirals_at_least_97_percent():

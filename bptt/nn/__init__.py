@@ -11,3 +11,4 @@ from bptt.nn.recurrent import Cell, Recurrent, SequenceModel
 from bptt.nn.cells.rnn import RNNCell, RNN
 from bptt.nn.cells.lstm import LSTMCell, LSTM
 from bptt.nn.cells.gru import GRUCell, GRU
+from bptt.nn.fixedpoint import FixedPoint, FixedPointError
