@@ -25,6 +25,7 @@ import numpy as np
 import scipy.linalg
 import scipy.stats
 
+from bptt import checkpoint as checkpointing
 from bptt.tape import Tensor, no_grad
 
 __all__ = ["hidden_grad_norms", "jacobians", "jacobian_norms", "DecayFit", "decay_rate",
@@ -70,7 +71,8 @@ def _step_weights(mask, T, who):
 
 # -- per-step hidden-state gradients ------------------------------------------------------------
 
-def hidden_grad_norms(model, x, y, loss_fn, mask=None, state=None, per_example=False):
+def hidden_grad_norms(model, x, y, loss_fn, mask=None, state=None, per_example=False,
+                      checkpoint=None):
     """The norm of dL/dh_t for every layer and step, from a single backward pass.
 
     The model runs on its step path; every layer's hidden state keeps its gradient
@@ -101,6 +103,13 @@ def hidden_grad_norms(model, x, y, loss_fn, mask=None, state=None, per_example=F
         The initial state; ``model.initial_state(B)`` when None.
     per_example : bool
         Give one norm per example instead of one over the whole batch.
+    checkpoint : optional
+        Bound the memory: 'sqrt', a number of segments, or ``bptt.checkpoint.memory_budget(
+        slots)``.  A forward pass without recording stores the state at each segment's start;
+        then, newest segment first, each segment is recorded again from its stored state and
+        backpropagated with the cotangent of its final state from the segment after it.  The
+        tape holds one segment at a time, and the numbers are the same as without.  The model
+        must draw no random numbers (``model.eval()`` with dropout).
 
     Returns
     -------
@@ -121,31 +130,68 @@ def hidden_grad_norms(model, x, y, loss_fn, mask=None, state=None, per_example=F
     weights = _step_weights(mask, T, who)
     if state is None:
         state = model.initial_state(B)
+    policy = checkpointing.resolve(checkpoint, who)
+    starts = [0] if policy is None else list(checkpointing.segment_starts(policy, T, who))
+    if len(starts) > 1 and getattr(model, "draws_random", False):
+        raise ValueError(f"{who}: checkpoint= recomputes the forward pass, which a model that draws "
+                         "random numbers (active dropout) would not reproduce; call model.eval()")
     model.zero_grad()
     probe = _takes_probe(model)
-    hs = []      # per step: the hidden-state tensors whose grads are dL/dh_t, one per layer
-    total = None
-    for t in range(T):
-        if probe:
-            y_t, state, layers = model.step(xs[t], state, return_layers=True)
-        else:
-            y_t, state = model.step(xs[t], state)
-            layers = (_hidden(state),)
-        if not all(h.requires_grad for h in layers):
-            raise ValueError(f"{who}: the hidden state at step {t} does not require grad; the model "
-                             "needs parameters that require grad, and grad recording must be on")
-        hs.append([h.retain_grad() for h in layers])
-        if weights[t]:
-            # a Python float: a numpy float64 scalar would promote a float32 loss to float64
-            term = loss_fn(y_t, y[t]) * float(weights[t])
-            total = term if total is None else total + term
-    (total / float(weights.sum())).backward()
+    entering = [state]
+    with no_grad():
+        for a, b in zip(starts, starts[1:]):
+            s = entering[-1]
+            for t in range(a, b):
+                s = model.step(xs[t], s)[1]
+            entering.append(s)
+    den = float(weights.sum())
+    hs = [None] * T      # per step: the hidden-state tensors whose grads are dL/dh_t, one per layer
+    g = None             # the cotangent of the state leaving the segment being backpropagated
+    for k in range(len(starts) - 1, -1, -1):
+        a, b = starts[k], (starts[k + 1] if k + 1 < len(starts) else T)
+        s = entering[k] if k == 0 else _leaf_state(entering[k])
+        leaves = _components(s)
+        total = None
+        for t in range(a, b):
+            if probe:
+                y_t, s, layers = model.step(xs[t], s, return_layers=True)
+            else:
+                y_t, s = model.step(xs[t], s)
+                layers = (_hidden(s),)
+            if not all(h.requires_grad for h in layers):
+                raise ValueError(f"{who}: the hidden state at step {t} does not require grad; the model "
+                                 "needs parameters that require grad, and grad recording must be on")
+            hs[t] = [h.retain_grad() for h in layers]
+            if weights[t]:
+                # a Python float: a numpy float64 scalar would promote a float32 loss to float64
+                term = loss_fn(y_t, y[t]) * float(weights[t])
+                total = term if total is None else total + term
+        root = None if total is None else total / den
+        if g is not None:
+            for out, gi in zip(_components(s), g):
+                if gi is not None:
+                    term = (out * gi).sum()
+                    root = term if root is None else root + term
+        if root is not None:
+            root.backward()
+        g = None if root is None else tuple(leaf.grad for leaf in leaves)
     # each step's layers as (L, B, H): B x H per layer from the probe, one (L, B, H) state without
     grads = np.stack([np.concatenate([(np.zeros(h.shape) if h.grad is None else h.grad.astype(np.float64))
                                       .reshape(-1, *h.shape[-2:]) for h in step]) for step in hs],
                      axis=1)                                    # (L, T, B, H)
     norms = np.sqrt(np.sum(grads * grads, axis=-1))             # (L, T, B)
     return norms if per_example else np.sqrt(np.sum(norms * norms, axis=-1))
+
+
+def _components(state):
+    """A state as a tuple of its Tensors."""
+    return tuple(state) if isinstance(state, tuple) else (state,)
+
+
+def _leaf_state(state):
+    """A stored state as new leaf Tensors that require grad, in the state's structure."""
+    leaves = tuple(Tensor(t.data, requires_grad=True) for t in _components(state))
+    return leaves if isinstance(state, tuple) else leaves[0]
 
 
 def _takes_probe(model):

@@ -37,6 +37,7 @@ from collections import deque
 
 import numpy as np
 
+from bptt import checkpoint as checkpointing
 from bptt import functional as F
 from bptt.nn.module import Module
 from bptt.optim import clip_grad_norm
@@ -148,6 +149,11 @@ class TBPTT:
         instead of a few per step, e.g. for ``mse_loss`` on (T, B, O) outputs
         ``lambda p, t: nn.mse_loss(p, t, reduction='none').mean(axis=(1, 2))``.  Every step's
         loss is computed; masked steps are weighted 0.
+    checkpoint : optional
+        Passed to ``model(x, state, checkpoint=...)`` for every piece on the sequence path:
+        'sqrt', a number of stored states, or a memory budget ('500MB',
+        ``bptt.checkpoint.memory_budget(slots)``); each piece then keeps only those states and
+        recomputes the rest whenever a window backpropagates it, with the same gradient.
 
     Attributes
     ----------
@@ -182,7 +188,7 @@ class TBPTT:
     """
 
     def __init__(self, model, loss_fn, optimizer, k1, k2=None, clip_norm=None, fast_path=None,
-                 window_loss=None):
+                 window_loss=None, checkpoint=None):
         for name in ("step", "initial_state"):
             if not callable(getattr(model, name, None)):
                 raise TypeError(f"TBPTT: the model needs a {name}() method; "
@@ -218,6 +224,11 @@ class TBPTT:
             raise ValueError(f"TBPTT: fast_path=True needs a Module with a sequence "
                              f"forward(x, state); {type(model).__name__} has none")
         self._fast = has_forward and fast_path is not False
+        self.checkpoint = checkpointing.resolve(checkpoint, "TBPTT")
+        if self.checkpoint is not None and not self._fast:
+            raise ValueError("TBPTT: checkpoint= applies to the sequence path (model(x, state)); "
+                             "this trainer runs every step through step()")
+        self._forward_options = {} if self.checkpoint is None else {"checkpoint": self.checkpoint}
         self.history = []
         self.steps = 0
         self.reset_state()
@@ -324,7 +335,7 @@ class TBPTT:
             y_pred, out = self.model.step(x[0], entering)
             losses = [self.loss_fn(y_pred, y[0]) if y is not None and m[0] else None]
         else:
-            y_pred, out = self.model(x, entering)
+            y_pred, out = self.model(x, entering, **self._forward_options)
             if y is None:
                 losses = None
             elif self.window_loss is not None:

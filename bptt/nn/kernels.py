@@ -34,7 +34,7 @@ from bptt.nn.cell import FusedKernels
 from bptt.ops import OpError, custom, primitive
 
 __all__ = ["fused_kernels", "project", "recurrent_matrix", "in_step_order", "weight_grads",
-           "elman_forward", "elman_backward", "scratch", "SCRATCH_LIMIT"]
+           "elman_forward", "elman_backward", "scratch", "release_scratch", "SCRATCH_LIMIT"]
 
 
 # -- shared numerics ----------------------------------------------------------------------------
@@ -61,6 +61,11 @@ def scratch(name, shape, dtype):
     if buf is None or buf.dtype != dtype or buf.size < n:
         buf = cache[name] = np.empty(n, dtype)
     return buf[:n].reshape(shape)
+
+
+def release_scratch():
+    """Free this thread's scratch buffers (the next backward allocates them again)."""
+    _scratch.__dict__.clear()
 
 
 def project(x, w_ih, b_ih, b_hh, scale=None, fold=1):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bptt import checkpoint as checkpointing
 from bptt import ops
 from bptt.config import integer
 from bptt.nn import cell as registry
@@ -31,8 +32,12 @@ from bptt.tape import Tensor, get_default_dtype
 __all__ = ["Cell", "Recurrent", "SequenceModel"]
 
 
-def _layer(cell, fused, x, state, weights, options, reverse):
-    """One layer in one direction over a whole (T, B, I) sequence -> (y (T, B, H), final state)."""
+def _layer(cell, fused, x, state, weights, options, reverse, checkpoint=None):
+    """One layer in one direction over a whole (T, B, I) sequence -> (y (T, B, H), final state);
+    ``checkpoint`` a ``bptt.checkpoint.Policy`` or None."""
+    if checkpoint is not None:
+        return checkpointing.checkpointed_layer(cell, fused, x, state, weights, options, reverse,
+                                                checkpoint)
     if fused and cell.fused is not None:
         y, *final = cell.fused.sequence(x, *state, *weights, reverse=reverse, **options)
         return y, tuple(final)
@@ -209,9 +214,12 @@ class Recurrent(_CellModule):
 
     Shapes
     ------
-    ``module(x, state) -> (y, state_n)``, with x (T, B, I), y (T, B, D*H) and each state
-    component (L*D, B, H), D = 2 if bidirectional else 1; zeros when not given.  The state is
-    one tensor for a one-component cell, a tuple (h, c) for an LSTM.
+    ``module(x, state, checkpoint=None) -> (y, state_n)``, with x (T, B, I), y (T, B, D*H) and
+    each state component (L*D, B, H), D = 2 if bidirectional else 1; zeros when not given.  The
+    state is one tensor for a one-component cell, a tuple (h, c) for an LSTM.  ``checkpoint``
+    ('sqrt', a number of stored states, a budget such as '500MB' or
+    ``bptt.checkpoint.memory_budget(slots)``) stores only some states of each layer and
+    recomputes the rest in backward, with the same gradient (``bptt.checkpoint``).
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -248,9 +256,10 @@ class Recurrent(_CellModule):
         shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         return _state(self.cell_type, self._who(), hx, shape, self.dtype, suffix="0")
 
-    def forward(self, x, hx=None):
+    def forward(self, x, hx=None, checkpoint=None):
         """Run over a whole sequence; see the class docstring."""
         who = self._who()
+        policy = checkpointing.resolve(checkpoint, who)
         x = _input(x, self.dtype, who)
         layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
         if np.ndim(x) != 3:
@@ -271,7 +280,8 @@ class Recurrent(_CellModule):
             for d, suffix in enumerate(self._suffixes(layer)):
                 k = layer * self.num_directions + d
                 y, fin = _layer(self.cell_type, self.fused, x, tuple(s[k] for s in state),
-                                self._weights(suffix), self._step_options, reverse=d == 1)
+                                self._weights(suffix), self._step_options, reverse=d == 1,
+                                checkpoint=policy)
                 outs.append(y)
                 finals.append(fin)
             x = outs[0] if len(outs) == 1 else ops.concat(*outs, axis=2)
@@ -326,9 +336,10 @@ class SequenceModel(Module):
 
     Shapes
     ------
-    ``model(x (T, B, I), state) -> (y (T, B, O), state)``; ``model.step(x_t (B, I), state) ->
-    (y_t (B, O), state)``.  A state is a Tensor (L, B, H), or for a cell with several
-    components (the LSTM's h and c) a tuple of them; ``None`` means zeros.
+    ``model(x (T, B, I), state, checkpoint=None) -> (y (T, B, O), state)`` (``checkpoint`` as
+    for ``Recurrent``); ``model.step(x_t (B, I), state) -> (y_t (B, O), state)``.  A state is
+    a Tensor (L, B, H), or for a cell with several components (the LSTM's h and c) a tuple of
+    them; ``None`` means zeros.
     """
 
     def __init__(self, cell, input_size, hidden_size, output_size, num_layers=1, dropout=0.0,
@@ -366,9 +377,10 @@ class SequenceModel(Module):
         return _public(self.cell_type, tuple(Tensor(np.zeros(shape, self.dtype))
                                              for _ in self.cell_type.state))
 
-    def forward(self, x, state=None):
-        """Run over a (T, B, I) sequence: ``(y (T, B, O), final state)``."""
-        y, state = self.rnn(x, state)
+    def forward(self, x, state=None, checkpoint=None):
+        """Run over a (T, B, I) sequence: ``(y (T, B, O), final state)``; ``checkpoint`` as for
+        ``Recurrent``."""
+        y, state = self.rnn(x, state, checkpoint=checkpoint)
         return self.head(y), state
 
     def step(self, x, state=None, return_layers=False):

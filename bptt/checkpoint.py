@@ -1,0 +1,536 @@
+"""Exact BPTT in bounded memory: store some hidden states, recompute the rest on the way back.
+
+A checkpointed layer is one primitive, ``checkpointed_sequence``: one tape entry per layer and
+direction, like a fused sequence kernel.  Its forward runs the layer over the whole sequence
+keeping only the output y and the states at a few step boundaries; its backward recomputes one
+segment at a time from its stored state, with the same kernels and the same weight arrays the
+forward ran with, backpropagates it and hands the state's cotangent to the segment before::
+
+    forward   h0 ──► h_a ──► h_b ──► ... ──► h_T      store h_a, h_b, ... (the policy's choice)
+    backward  newest segment first: record [b, T) from h_b, backprop it -> dh_b;
+              record [a, b) from h_a (or advance from h_a and store more states), ... -> dh0
+
+It works through any registered cell: a cell with fused kernels runs its ``sequence``
+primitive's ``fwd``/``bwd`` per segment, a cell without (or ``fused=False``) records its reference
+step on a private tape per segment.
+
+Policies (``checkpoint=`` of ``Recurrent``, ``SequenceModel``, ``TBPTT``):
+
+* ``"sqrt"``: ceil(sqrt(T)) segments of equal length, each recomputed once;
+* an integer k: k segments of equal length (k stored states, the first being h0);
+* a memory budget, ``"500MB"`` or ``memory_budget(n)`` for n slots: the plan of fewest
+  recomputed steps that fits, from the dynamic program of Gruslys et al. 2016 (see ``plan_cost``).
+
+Gradients equal the unchecked path's exactly for the reference path; with fused kernels the
+state and input cotangents are recomputed with the same arithmetic, but a weight gradient is a
+sum of one GEMM per segment instead of one GEMM over all T steps, equal up to rounding.
+
+Shapes: x (T, B, I), state (B, H) each, y (T, B, H).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from bptt import ops
+from bptt.tape import Tensor, _reachable, enable_grad, no_grad
+
+__all__ = ["Policy", "memory_budget", "resolve", "plan", "Plan", "plan_cost", "segment_starts",
+           "checkpointed_layer", "held_bytes", "slot_bytes"]
+
+#: Above this many steps the dynamic program runs on blocks of ceil(T / _DP_STEPS) steps.
+_DP_STEPS = 1024
+
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Where a checkpointed layer stores states; made by ``resolve`` from what users write.
+
+    Attributes
+    ----------
+    kind : str
+        'sqrt', 'segments' (``n`` equal segments), 'slots' (a budget of ``n`` slots) or 'bytes'
+        (a budget of ``n`` bytes).
+    n : int
+    """
+
+    kind: str
+    n: int = 0
+
+    def __str__(self):
+        return {"sqrt": "'sqrt'", "segments": f"{self.n} segments", "slots": f"{self.n} slots",
+                "bytes": f"{self.n} bytes"}[self.kind]
+
+
+def memory_budget(limit):
+    """A budget policy: the plan of fewest recomputed steps that fits ``limit``.
+
+    Parameters
+    ----------
+    limit : int, str or float
+        Slots (an int), or bytes (``"500MB"``, ``"2GiB"``, a float).
+
+    Returns
+    -------
+    Policy
+
+    Notes
+    -----
+    A slot holds what one step keeps for the backward pass: its recorded residuals, or one
+    stored state (charged a whole slot, which keeps the bound safe).  A budget in bytes becomes
+    slots by the residual bytes of one step of the layer it checkpoints, measured on a short run.
+    The budget applies to each layer and direction and covers the states stored by the forward
+    pass and the residuals of the segment being backpropagated; the layer's output, the incoming
+    cotangents and one segment's backward temporaries come on top.
+    """
+    who = "memory_budget"
+    if isinstance(limit, str):
+        return Policy("bytes", _parse_bytes(limit, who))
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer, float, np.floating)):
+        raise TypeError(f"{who}: need a number of slots (int) or bytes ('500MB'), got {limit!r}")
+    if isinstance(limit, (float, np.floating)):
+        if not math.isfinite(limit) or limit < 1:
+            raise ValueError(f"{who}: need a positive number of bytes, got {limit!r}")
+        return Policy("bytes", int(limit))
+    if limit < 1:
+        raise ValueError(f"{who}: need a positive number of slots, got {limit!r}")
+    return Policy("slots", int(limit))
+
+
+def _parse_bytes(text, who):
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*", text.lower())
+    if m is None or m.group(2) not in _UNITS or float(m.group(1)) * _UNITS[m.group(2)] < 1:
+        raise ValueError(f"{who}: {text!r} is not a size in bytes; write e.g. '500MB', '1.5GB' or "
+                         "'256MiB' (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def resolve(spec, who="checkpoint"):
+    """What users write as ``checkpoint=``, checked, as a ``Policy``.
+
+    Parameters
+    ----------
+    spec : None, str, int or Policy
+        None (no checkpointing); ``"sqrt"``; an integer k, or its digits (k stored states: k
+        equal segments); a size such as ``"500MB"`` (a memory budget in bytes); a ``Policy``
+        (from ``memory_budget``).
+    who : str
+        Named first in a ValueError or TypeError that says what was wrong.
+
+    Returns
+    -------
+    Policy or None
+    """
+    if spec is None or isinstance(spec, Policy):
+        return spec
+    if isinstance(spec, str):
+        if spec.strip().lower() == "sqrt":
+            return Policy("sqrt")
+        if spec.strip().isdigit():
+            spec = int(spec)
+        else:
+            try:
+                return Policy("bytes", _parse_bytes(spec, who))
+            except ValueError:
+                raise ValueError(f"{who}: checkpoint must be 'sqrt', a number of stored states or a "
+                                 f"memory budget such as '500MB', got {spec!r}") from None
+    if isinstance(spec, bool) or not isinstance(spec, (int, np.integer)):
+        raise TypeError(f"{who}: checkpoint must be None, 'sqrt', an int, a size such as '500MB' "
+                        f"or memory_budget(...), got {spec!r}")
+    if spec < 1:
+        raise ValueError(f"{who}: checkpoint must store at least 1 state, got {spec}")
+    return Policy("segments", int(spec))
+
+
+# -- the dynamic program ------------------------------------------------------------------------
+#
+# The model (Gruslys et al. 2016, hidden-state memorisation, with a segment as the leaf).  An
+# interval of t steps whose entering state is stored is backpropagated with m slots either
+#   * as a leaf, if t <= m: recompute its t steps recording them (t slots), backprop them; or
+#   * split at y: advance y steps unrecorded from its entering state (y recomputed steps), store
+#     the state there (one slot), backprop the right part [y, t) with m - 1 slots, drop that
+#     state, then backprop the left part [0, y) with m slots.
+# C(t, m) = t if t <= m, else min over y of y + C(t - y, m - 1) + C(y, m).
+# The whole sequence's first pass runs anyway (it makes y), so on the spine, the chain of right
+# parts from the top, advancing is free: D(t, m) = t if t <= m, else min_y D(t - y, m - 1) + C(y, m).
+# Ties in recomputation go to fewer leaves (fewer, longer kernel calls): costs are stored as
+# recomputed * W + leaves with W larger than any number of leaves.
+
+@functools.lru_cache(maxsize=32)
+def _tables(T, M, bs=1):
+    """Best splits of inner and spine intervals, ``(T+1, M+1)`` each (0 = leaf), and D's costs,
+    for T blocks of ``bs`` steps and M slots (a leaf of t blocks takes t * bs slots)."""
+    W = float(T + 1)
+    C = np.full((T + 1, M + 1), np.inf)
+    D = np.full((T + 1, M + 1), np.inf)
+    c_split = np.zeros((T + 1, M + 1), np.int32)
+    d_split = np.zeros((T + 1, M + 1), np.int32)
+    for t in range(1, T + 1):
+        if t * bs <= M:
+            C[t, t * bs:] = D[t, t * bs:] = t * bs * W + 1
+        mm = min(t * bs - 1, M)     # m < t * bs: the interval must be split
+        if mm < 1 or t == 1:
+            continue
+        y = np.arange(1, t)
+        left = C[y, 1:mm + 1]       # C(y, m) for m = 1..mm
+        tot = C[t - y, :mm] + left + (y * bs * W)[:, None]     # + C(t - y, m - 1) + y
+        k = np.argmin(tot, axis=0)
+        C[t, 1:mm + 1] = tot[k, np.arange(mm)]
+        c_split[t, 1:mm + 1] = y[k]
+        tot = D[t - y, :mm] + left
+        k = np.argmin(tot, axis=0)
+        D[t, 1:mm + 1] = tot[k, np.arange(mm)]
+        d_split[t, 1:mm + 1] = y[k]
+    for a in (c_split, d_split):
+        a.setflags(write=False)
+    return c_split, d_split, D
+
+
+def _leaves(T, M):
+    """Starts of the fewest leaves that cover T steps with M slots recomputing each step once
+    (None when M (M + 1) / 2 < T): along the spine the i-th leaf from the left has M - i slots,
+    the i states stored before it taking the rest."""
+    bounds, a = [], 0
+    for i in range(M):
+        bounds.append(a)
+        a += M - i
+        if a >= T:
+            return tuple(bounds)
+    return None
+
+
+def plan_cost(T, slots):
+    """Steps recomputed by the backward pass of the optimal plan for T steps and ``slots`` slots.
+
+    Exact (the dynamic program's minimum) when it is T (slots (slots + 1) / 2 >= T) or when
+    T <= 1024; otherwise the program runs on blocks of ceil(T / 1024) steps and this is the
+    cost of the best plan that splits at block boundaries (in steps, counting whole blocks).
+    ``math.inf`` when no plan fits (fewer than 2 slots for T >= 2).
+    """
+    if slots < 1 or (T > 1 and slots < 2):
+        return math.inf
+    if _leaves(T, slots) is not None:
+        return T
+    bs, Tb, M = _blocks(T, slots)
+    cost = _tables(Tb, M, bs)[2][Tb, M]
+    return math.inf if cost == math.inf else int(cost // (Tb + 1))
+
+
+def _blocks(T, slots):
+    """The dynamic program's block of steps, the number of blocks, and the slots that matter."""
+    bs = -(-T // _DP_STEPS)
+    return bs, -(-T // bs), min(slots, T)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checkpointing plan for T steps: where each interval splits, as the executor asks.
+
+    ``split(a, b, m, spine)`` is the step at which the interval [a, b) (in step order) with m
+    free slots stores a state, or None for a leaf; ``spine`` says whether [a, b) is on the chain
+    of right parts from the top, whose states the forward pass stores.
+    """
+
+    T: int
+    kind: str
+    bounds: tuple = ()      # equal segments: their starts
+    block: int = 1          # budgets: the dynamic program's block of steps (splits fall on them)
+    slots: int = 0
+
+    def split(self, a, b, m, spine):
+        if self.kind == "segments":
+            i = self.bounds.index(a) if spine else -1
+            return self.bounds[i + 1] if 0 <= i < len(self.bounds) - 1 else None
+        if b - a <= m:
+            return None
+        bs = self.block
+        c_split, d_split, _ = _tables(-(-self.T // bs), self.slots, bs)
+        return a + int((d_split if spine else c_split)[-(-(b - a) // bs), m]) * bs
+
+    def spine(self):
+        """The positions whose states the forward pass stores, and the slots left at the end."""
+        out, a, m = [], 0, self.slots
+        while (mid := self.split(a, self.T, m, True)) is not None:
+            out.append(mid)
+            a, m = mid, m - 1
+        return out
+
+    @property
+    def chunk(self):
+        """The longest run of steps recorded or advanced at once (the longest leaf)."""
+        if self.kind == "segments":
+            return max(b - a for a, b in zip(self.bounds, self.bounds[1:] + (self.T,)))
+        return self.slots
+
+
+def plan(policy, T, slot=None, who="checkpoint"):
+    """The ``Plan`` of ``policy`` for T steps; ``slot()`` gives the bytes of a slot (for budgets
+    in bytes).  A ValueError names ``who`` when a budget is too small for any plan."""
+    if policy.kind in ("sqrt", "segments"):
+        k = min(T, math.ceil(math.sqrt(T)) if policy.kind == "sqrt" else policy.n)
+        return Plan(T, "segments", bounds=tuple(i * T // k for i in range(k)))
+    slots = policy.n if policy.kind == "slots" else policy.n // slot()
+    bounds = _leaves(T, slots)
+    if bounds is not None:       # one recomputation of every step fits: no dynamic program
+        return Plan(T, "segments", bounds=bounds)
+    bs, Tb, M = _blocks(T, slots)
+    need = 1 if T == 1 else 2 if bs == 1 else bs + 1
+    if slots < need:
+        per = "" if policy.kind == "slots" else f" of {slot()} bytes (one step of this layer)"
+        raise ValueError(f"{who}: a memory budget of {policy} is {slots} slots{per}; {T} steps need "
+                         f"at least {need}")
+    return Plan(T, "budget", block=bs, slots=M)
+
+
+def segment_starts(policy, T, who="checkpoint"):
+    """The starts of the segments of a two-level plan (each segment recomputed once): for
+    'sqrt', a number of segments, or a budget of slots (the fewest segments that fit)."""
+    if policy.kind == "bytes":
+        raise ValueError(f"{who}: checkpoint must be 'sqrt', a number of segments or "
+                         f"memory_budget(slots) here; a budget in bytes needs a layer to measure")
+    if policy.kind == "slots":
+        bounds = _leaves(T, policy.n)
+        if bounds is None:
+            need = math.ceil((math.sqrt(8 * T + 1) - 1) / 2)
+            raise ValueError(f"{who}: recomputing each of {T} steps once needs at least {need} "
+                             f"slots, got memory_budget({policy.n})")
+        return bounds
+    return plan(policy, T).bounds
+
+
+# -- bytes held ---------------------------------------------------------------------------------
+
+def _root(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _arrays(obj, out):
+    if isinstance(obj, np.ndarray):
+        out.append(obj)
+    elif isinstance(obj, Tensor):
+        out.append(obj.data)
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            _arrays(o, out)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            _arrays(o, out)
+    return out
+
+
+def held_bytes(obj, exclude=()):
+    """Bytes of the distinct buffers of the arrays in ``obj`` (nested tuples, lists, dicts),
+    not counting the buffers that the arrays in ``exclude`` live in."""
+    skip = {id(_root(a)) for a in _arrays(exclude, [])}
+    seen = {}
+    for a in _arrays(obj, []):
+        r = _root(a)
+        if id(r) not in skip:
+            seen[id(r)] = r.nbytes
+    return sum(seen.values())
+
+
+def slot_bytes(cell, fused, x, state, weights, options):
+    """Bytes one step of this layer keeps for backward (at least one state): the residuals of a
+    3-step run minus those of a 2-step run, on zeros shaped like the layer's inputs."""
+    B, I = np.shape(x)[1:]
+    xs = np.zeros((3, B, I), np.result_type(x))
+    inputs = (xs, *state, *weights)
+    held = []
+    for n in (2, 3):
+        if fused and cell.fused is not None:
+            _, res = cell.fused.sequence.fwd(xs[:n], *state, *weights, **options)
+        else:
+            with enable_grad():
+                s = tuple(Tensor(a, requires_grad=True) for a in state)
+                for t in range(n):
+                    s = cell.step(False, xs[t], s, weights, options)
+                res = [e.res for e in _reachable(s[0]._entry)] if s[0]._entry is not None else []
+        held.append(held_bytes(res, exclude=inputs))
+    return max(held[1] - held[0], held_bytes(state))
+
+
+# -- the primitive ------------------------------------------------------------------------------
+
+class _Run:
+    """One layer and direction over x, in step order: advancing, recording a segment."""
+
+    def __init__(self, cell, fused, x, weights, options, reverse):
+        self.cell, self.x, self.weights, self.options = cell, x, weights, dict(options)
+        self.fused = fused and cell.fused is not None
+        self.reverse, self.T = reverse, len(x)
+
+    def span(self, a, b):
+        """The time slice of the steps [a, b) in step order."""
+        return slice(self.T - b, self.T - a) if self.reverse else slice(a, b)
+
+    def advance(self, state, a, b, chunk, y=None):
+        """The state after steps [a, b) from ``state``, recording nothing; writes y when given."""
+        while a < b:
+            c = min(b, a + chunk)
+            sl = self.span(a, c)
+            if self.fused:
+                (ys, *state), _ = self.cell.fused.sequence.fwd(self.x[sl], *state, *self.weights,
+                                                              reverse=self.reverse, **self.options)
+                if y is not None:
+                    y[sl] = ys
+            else:
+                with no_grad():
+                    steps = range(sl.start, sl.stop)
+                    for t in (reversed(steps) if self.reverse else steps):
+                        state = tuple(s.data for s in self.cell.step(False, self.x[t], state,
+                                                                    self.weights, self.options))
+                        if y is not None:
+                            y[t] = state[0]
+            a = c
+        # a copy: a kernel's final state is a view into buffers as long as the chunk
+        return tuple(np.array(v) for v in state)
+
+    def backprop(self, state, a, b, gy, g, needs, leaves):
+        """Record steps [a, b) from ``state`` and backpropagate ``gy`` and the final state's
+        cotangent ``g``: ``(dx of the slice or None, cotangents of state, weight cotangents)``.
+        The reference path accumulates the weight cotangents into ``leaves``' ``.grad``."""
+        sl = self.span(a, b)
+        n = len(state)
+        need_x, need_w = needs[0], needs[1 + n:]
+        if self.fused:
+            _, res = self.cell.fused.sequence.fwd(self.x[sl], *state, *self.weights,
+                                                  reverse=self.reverse, **self.options)
+            grads = self.cell.fused.sequence.bwd(res, (gy[sl], *g), (need_x,) + (True,) * n + need_w)
+            return grads[0], grads[1:1 + n], grads[1 + n:]
+        # The unchecked tape sums h_t's cotangent as gy_t first, then its uses in step t + 1, in
+        # that order.  To add in the same order, the entering h starts from gy of the step
+        # before the segment, and the segment before then takes the sum as its final state's
+        # cotangent, with its last gy row zeroed so that gy is not counted twice.
+        gy_seg = gy[sl]
+        if b < self.T:
+            gy_seg = gy_seg.copy()
+            gy_seg[0 if self.reverse else -1] = 0
+        with enable_grad():
+            xs = Tensor(self.x[sl], requires_grad=need_x)
+            s = tuple(Tensor(v, requires_grad=True) for v in state)
+            entering = s
+            if a > 0:
+                s[0].grad = np.array(gy[self.span(a - 1, a)][0], dtype=state[0].dtype)
+            ys = [None] * len(xs)
+            for j in (range(len(xs) - 1, -1, -1) if self.reverse else range(len(xs))):
+                s = self.cell.step(False, xs[j], s, leaves, self.options)
+                ys[j] = s[0]
+            root = ops.sum(ops.stack(*ys, axis=0) * gy_seg)
+            for si, gi in zip(s, g):
+                root = root + ops.sum(si * gi)
+        root.backward()
+        ds = tuple(np.zeros_like(v) if t.grad is None else t.grad for v, t in zip(state, entering))
+        return (xs.grad if need_x else None), ds, None
+
+
+@ops.primitive
+class checkpointed_sequence:
+    """A whole layer over a sequence, storing only the policy's states: ``(x, *state, *weights,
+    cell, fused, options, reverse, policy) -> (y, *final_state)``; ``options`` as (name, value)
+    pairs, ``policy`` a ``Policy``."""
+
+    multiple_outputs = True
+
+    def fwd(x, *args, cell, fused=True, options=(), reverse=False, policy=Policy("sqrt")):
+        n = len(cell.state)
+        state, weights = tuple(np.asarray(a) for a in args[:n]), tuple(args[n:])
+        if np.ndim(x) != 3 or not len(x):
+            raise ops.OpError(f"need x (T, B, I) with T >= 1, got shape {np.shape(x)}")
+        dtype = np.result_type(x, *state, *weights)
+        x = np.asarray(x).astype(dtype, copy=False)
+        state = tuple(s.astype(dtype, copy=False) for s in state)
+        run = _Run(cell, fused, x, weights, options, reverse)
+        try:
+            p = plan(policy, len(x), lambda: slot_bytes(cell, fused, x, state, weights, run.options),
+                     who=f"{cell.name} layer")
+        except ValueError as err:
+            raise ops.OpError(str(err)) from None
+        y = np.empty((len(x),) + state[0].shape, dtype)
+        stored, s, a = {}, state, 0
+        for mid in p.spine() + [len(x)]:
+            s = run.advance(s, a, mid, p.chunk, y)
+            if mid < len(x):
+                stored[mid] = s
+            a = mid
+        return (y, *s), (run, state, stored, p)
+
+    def bwd(res, gs, needs):
+        run, state, stored, p = res
+        n = len(state)
+        gy, g = gs[0], tuple(gs[1:])
+        stored = dict(stored)          # popped as used; the residuals stay for a second backward
+        need_w = needs[1 + n:]
+        leaves = tuple(Tensor(w, requires_grad=need) for w, need in zip(run.weights, need_w))
+        dx = np.zeros_like(run.x) if needs[0] else None
+        dw = [None] * len(run.weights)
+        pending = []
+        a, b, m, s, spine = 0, run.T, p.slots, state, True
+        while True:
+            while (mid := p.split(a, b, m, spine)) is not None:
+                s_mid = stored.pop(mid) if spine else run.advance(s, a, mid, p.chunk)
+                pending.append((a, mid, m, s, False))
+                a, m, s = mid, m - 1, s_mid
+            dxs, g, dws = run.backprop(s, a, b, gy, g, needs, leaves)
+            if dx is not None:
+                dx[run.span(a, b)] = dxs
+            if dws is not None:
+                dw = [d if w is None else (w if d is None else w + d) for w, d in zip(dw, dws)]
+            if not pending:
+                break
+            a, b, m, s, spine = pending.pop()
+        if not run.fused:
+            dw = [t.grad if t.requires_grad else None for t in leaves]
+        return tuple([dx, *g, *dw][:len(needs)])
+
+    def examples(rng):
+        from bptt.nn import cell as registry
+        cases = []
+        for c in registry.registered():
+            w = tuple(c.parameter_shapes(3, 4).values())
+            for fused, reverse, policy in ((True, False, Policy("sqrt")),
+                                           (False, True, Policy("segments", 2)),
+                                           (c.fused is not None, False, Policy("slots", 3))):
+                static = {"cell": c, "fused": fused, "reverse": reverse, "policy": policy}
+                cases.append((((5, 2, 3),) + ((2, 4),) * len(c.state) + w, static))
+        return ops.custom(*cases)(rng)
+
+
+def checkpointed_layer(cell, fused, x, state, weights, options, reverse, policy):
+    """One layer in one direction over a sequence, checkpointed, as one tape entry.
+
+    Parameters
+    ----------
+    cell : CellType
+    fused : bool
+        Use the cell's fused sequence kernel (when it has one) or its reference step.
+    x : Tensor or array (T, B, I)
+    state : tuple of Tensor or array (B, H)
+    weights : tuple
+        ``(weight_ih, weight_hh[, bias_ih, bias_hh])``.
+    options : dict
+        The step's options.
+    reverse : bool
+        Run from the last step to the first.
+    policy : Policy
+        From ``resolve``.
+
+    Returns
+    -------
+    y : Tensor (T, B, H)
+    final : tuple of Tensor (B, H)
+    """
+    y, *final = checkpointed_sequence(x, *state, *weights, cell=cell, fused=fused,
+                                      options=tuple(options.items()), reverse=reverse,
+                                      policy=policy)
+    return y, tuple(final)
