@@ -1,13 +1,17 @@
 """Every primitive and its vector-Jacobian product, declared together.
 
-A primitive is a class decorated with ``@primitive``::
+A primitive is a class decorated with ``@primitive``, its rules static methods::
 
     @primitive
     class tanh:
         examples = unary(-3, 3)          # where its gradient check samples inputs
+
+        @staticmethod
         def fwd(x):                      # arrays in -> (output, residuals)
             y = np.tanh(x)
             return y, y                  # reuse the output as the residual
+
+        @staticmethod
         def bwd(y, g, needs):            # residuals, output cotangent -> one cotangent per input
             return (g * (1 - y * y),)
 
@@ -15,19 +19,39 @@ Positional arguments are the inputs (Tensors, arrays or Python scalars); keyword
 static (an axis, a shape, an index).  ``bwd`` returns ``None`` for an input it has no cotangent
 for and may skip work for inputs whose ``needs`` flag is False.  Broadcasting is undone by the
 tape, not here.  A primitive with ``multiple_outputs = True`` returns a tuple of outputs and gets
-a tuple of cotangents.  Declaring a primitive registers it in ``REGISTRY``; the op tests
-gradient-check every entry there on its ``examples``, so a new primitive needs no other edit.
-This is the only module with derivatives of primitives (fused recurrent kernels live beside the
-cells they fuse, declared the same way).
+a tuple of cotangents.  The class name is the primitive's name in this module; ``name = ...``
+gives it another one where the class name would shadow a builtin (``reduce_sum`` is ``sum``
+in messages, on the tape and in ``bptt.sum``).
+
+Declaring a primitive registers it; ``registry()`` returns every declared primitive, those of
+the package modules that declare their own (the fused recurrent kernels of ``bptt.nn``)
+included, whatever was imported before.  The op tests gradient-check every entry on its
+``examples``, so a new primitive needs no other edit.  This is the only module with derivatives
+of primitives (fused recurrent kernels live beside the cells they fuse, declared the same way).
 """
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 
 from bptt.tape import Entry, Tensor, is_grad_enabled
 
 REGISTRY = {}
+# the package modules that declare primitives of their own; registry() imports them first
+_DECLARING = ("bptt.nn",)
+
+
+def registry():
+    """Every declared primitive by name, ``{name: Primitive}``.
+
+    Imports the package modules that declare primitives outside this one first, so the table is
+    complete whatever was imported before; user-declared primitives are in it too.
+    """
+    for module in _DECLARING:
+        importlib.import_module(module)
+    return dict(REGISTRY)
 
 
 class OpError(ValueError):
@@ -40,7 +64,7 @@ class Primitive:
     __slots__ = ("name", "fwd", "bwd", "examples", "multiple_outputs")
 
     def __init__(self, spec):
-        self.name = spec.__name__
+        self.name = getattr(spec, "name", spec.__name__)
         self.fwd = spec.fwd
         self.bwd = spec.bwd
         self.examples = getattr(spec, "examples", None)
@@ -103,11 +127,19 @@ def primitive(spec):
     for attr in ("fwd", "bwd"):
         if not hasattr(spec, attr):
             raise TypeError(f"primitive {spec.__name__}: missing {attr}")
-    if spec.__name__ in REGISTRY:
-        raise ValueError(f"primitive {spec.__name__} is declared twice")
     op = Primitive(spec)
+    if op.name in REGISTRY:
+        raise ValueError(f"primitive {op.name} is declared twice")
     REGISTRY[op.name] = op
     return op
+
+
+def __getattr__(attr):
+    # bptt.nn.losses still reaches two primitives by their former module names
+    former = {"sum": "reduce_sum", "abs": "absolute"}
+    if attr in former:
+        return globals()[former[attr]]
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 # -- where gradient checks sample each primitive (float64; away from kinks and poles) ----------
@@ -153,9 +185,11 @@ def custom(*cases):
 class add:
     examples = binary()
 
+    @staticmethod
     def fwd(a, b):
         return a + b, None
 
+    @staticmethod
     def bwd(res, g, needs):
         return g, g
 
@@ -164,9 +198,11 @@ class add:
 class sub:
     examples = binary()
 
+    @staticmethod
     def fwd(a, b):
         return a - b, None
 
+    @staticmethod
     def bwd(res, g, needs):
         return g, (-g if needs[1] else None)
 
@@ -175,9 +211,11 @@ class sub:
 class mul:
     examples = binary()
 
+    @staticmethod
     def fwd(a, b):
         return a * b, (a, b)
 
+    @staticmethod
     def bwd(res, g, needs):
         a, b = res
         return (g * b if needs[0] else None), (g * a if needs[1] else None)
@@ -187,10 +225,12 @@ class mul:
 class div:
     examples = binary(-2, 2, 0.5, 2, sign=True)
 
+    @staticmethod
     def fwd(a, b):
         y = a / b
         return y, (b, y)
 
+    @staticmethod
     def bwd(res, g, needs):
         b, y = res
         ga = g / b
@@ -201,22 +241,27 @@ class div:
 class neg:
     examples = unary(-2, 2)
 
+    @staticmethod
     def fwd(x):
         return -x, None
 
+    @staticmethod
     def bwd(res, g, needs):
         return (-g,)
 
 
 @primitive
-class pow:
+class power:
     """``x ** p``: the gradient for ``p`` needs ``x > 0``."""
+    name = "pow"
     examples = binary(0.5, 2.0, -2.0, 2.0)
 
+    @staticmethod
     def fwd(x, p):
         y = x ** p
         return y, (x, p, y)
 
+    @staticmethod
     def bwd(res, g, needs):
         x, p, y = res
         dx = g * p * x ** (p - 1) if needs[0] else None
@@ -228,9 +273,11 @@ class pow:
 class maximum:
     examples = binary()
 
+    @staticmethod
     def fwd(a, b):
         return np.maximum(a, b), (a, b)
 
+    @staticmethod
     def bwd(res, g, needs):
         a, b = res
         # ties share the cotangent equally, as the mean of the two one-sided derivatives
@@ -242,9 +289,11 @@ class maximum:
 class minimum:
     examples = binary()
 
+    @staticmethod
     def fwd(a, b):
         return np.minimum(a, b), (a, b)
 
+    @staticmethod
     def bwd(res, g, needs):
         a, b = res
         w = (a < b) + 0.5 * (a == b)
@@ -255,14 +304,17 @@ class minimum:
 class where:
     """``where(cond, a, b)``; ``cond`` gets no gradient."""
 
+    @staticmethod
     def examples(rng):
         return [((rng.random(a) > 0.5, _draw(rng, a, -2, 2), _draw(rng, b, -2, 2)), {})
                 for a, b in [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 3, 4), ())]]
 
+    @staticmethod
     def fwd(cond, a, b):
         cond = np.asarray(cond, dtype=bool)
         return np.where(cond, a, b), cond
 
+    @staticmethod
     def bwd(cond, g, needs):
         zero = np.zeros((), g.dtype)
         return (None,
@@ -276,10 +328,12 @@ class where:
 class exp:
     examples = unary(-2, 2)
 
+    @staticmethod
     def fwd(x):
         y = np.exp(x)
         return y, y
 
+    @staticmethod
     def bwd(y, g, needs):
         return (g * y,)
 
@@ -288,9 +342,11 @@ class exp:
 class log:
     examples = unary(0.2, 3)
 
+    @staticmethod
     def fwd(x):
         return np.log(x), x
 
+    @staticmethod
     def bwd(x, g, needs):
         return (g / x,)
 
@@ -299,21 +355,26 @@ class log:
 class sqrt:
     examples = unary(0.2, 3)
 
+    @staticmethod
     def fwd(x):
         y = np.sqrt(x)
         return y, y
 
+    @staticmethod
     def bwd(y, g, needs):
         return (g / (2 * y),)
 
 
 @primitive
-class abs:
+class absolute:
+    name = "abs"
     examples = unary(0.1, 2, sign=True)
 
+    @staticmethod
     def fwd(x):
         return np.abs(x), x
 
+    @staticmethod
     def bwd(x, g, needs):
         return (g * np.sign(x),)
 
@@ -322,10 +383,12 @@ class abs:
 class tanh:
     examples = unary(-3, 3)
 
+    @staticmethod
     def fwd(x):
         y = np.tanh(x)
         return y, y
 
+    @staticmethod
     def bwd(y, g, needs):
         # 1 - y^2 from the output: no overflow where 1/cosh(x)^2 would
         return (g * (1 - y * y),)
@@ -340,10 +403,12 @@ def _sigmoid(x):
 class sigmoid:
     examples = unary(-6, 6)
 
+    @staticmethod
     def fwd(x):
         y = _sigmoid(x)
         return y, y
 
+    @staticmethod
     def bwd(y, g, needs):
         return (g * y * (1 - y),)
 
@@ -353,10 +418,12 @@ class softplus:
     """``log(1 + exp(x))``, finite for any x (the log-sigmoid is ``-softplus(-x)``)."""
     examples = unary(-6, 6)
 
+    @staticmethod
     def fwd(x):
         # logaddexp(0, x) never forms exp(x) for large x, where log1p(exp(x)) overflows
         return np.logaddexp(0, x), x
 
+    @staticmethod
     def bwd(x, g, needs):
         return (g * _sigmoid(x),)
 
@@ -365,9 +432,11 @@ class softplus:
 class relu:
     examples = unary(0.1, 2, sign=True)
 
+    @staticmethod
     def fwd(x):
         return np.maximum(x, 0), x
 
+    @staticmethod
     def bwd(x, g, needs):
         return (g * (x > 0),)
 
@@ -377,9 +446,11 @@ class clip:
     """``clip(x, low=..., high=...)``: the gradient passes strictly inside the bounds."""
     examples = unary(-2, 2, static={"low": -1.0, "high": 1.0})
 
+    @staticmethod
     def fwd(x, low=None, high=None):
         return np.clip(x, low, high), (x, low, high)
 
+    @staticmethod
     def bwd(res, g, needs):
         x, low, high = res
         inside = np.ones(x.shape, dtype=bool)
@@ -399,12 +470,14 @@ class matmul:
                       (((4,), (4, 5)), {}), (((3, 4), (4,)), {}), (((4,), (4,)), {}),
                       (((2, 1, 3, 4), (5, 4, 2)), {}))
 
+    @staticmethod
     def fwd(a, b):
         a_ndim, b_ndim = np.ndim(a), np.ndim(b)
         if a_ndim == 0 or b_ndim == 0 or np.shape(a)[-1] != np.shape(b)[-2 if b_ndim > 1 else 0]:
             raise OpError(f"shapes {np.shape(a)} and {np.shape(b)} do not align")
         return a @ b, (a, b)
 
+    @staticmethod
     def bwd(res, g, needs):
         a, b = res
         # numpy's 1-D rules: a (k,) acts as (1, k), b (k,) as (k, 1), that axis dropped from y;
@@ -429,6 +502,7 @@ class linear:
     examples = custom((((3, 4), (5, 4), (5,)), {}), (((2, 3, 4), (5, 4), (5,)), {}),
                       (((4,), (2, 4), (2,)), {}), (((3, 4), (5, 4)), {}))
 
+    @staticmethod
     def fwd(x, weight, bias=None):
         if np.ndim(x) == 0 or np.shape(x)[-1] != np.shape(weight)[-1]:
             raise OpError(f"input of shape {np.shape(x)} has {np.shape(x)[-1] if np.ndim(x) else 0} "
@@ -438,6 +512,7 @@ class linear:
             y += bias
         return y, (x, weight)
 
+    @staticmethod
     def bwd(res, g, needs):
         x, weight = res
         dx = g @ weight if needs[0] else None
@@ -466,12 +541,15 @@ _REDUCE = custom((((3, 4),), {}), (((3, 4),), {"axis": 0}), (((2, 3, 4),), {"axi
 
 
 @primitive
-class sum:
+class reduce_sum:
+    name = "sum"
     examples = _REDUCE
 
+    @staticmethod
     def fwd(x, axis=None, keepdims=False):
         return np.sum(x, axis=axis, keepdims=keepdims), (np.shape(x), axis, keepdims)
 
+    @staticmethod
     def bwd(res, g, needs):
         shape, axis, keepdims = res
         return (np.broadcast_to(_expand(g, len(shape), axis, keepdims), shape),)
@@ -481,24 +559,29 @@ class sum:
 class mean:
     examples = _REDUCE
 
+    @staticmethod
     def fwd(x, axis=None, keepdims=False):
         y = np.mean(x, axis=axis, keepdims=keepdims)
         return y, (np.shape(x), axis, keepdims, np.size(x) // np.size(y) if np.size(y) else 1)
 
+    @staticmethod
     def bwd(res, g, needs):
         shape, axis, keepdims, n = res
         return (np.broadcast_to(_expand(g, len(shape), axis, keepdims) / n, shape),)
 
 
 @primitive
-class max:
+class reduce_max:
     """Maximum over axes; tied maxima share the cotangent equally."""
+    name = "max"
     examples = _REDUCE
 
+    @staticmethod
     def fwd(x, axis=None, keepdims=False):
         y = np.max(x, axis=axis, keepdims=True)
         return (y if keepdims else np.squeeze(y, axis=axis)), (x, y, axis, keepdims)
 
+    @staticmethod
     def bwd(res, g, needs):
         x, y, axis, keepdims = res
         hit = x == y
@@ -509,11 +592,13 @@ class max:
 class softmax:
     examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axis": 1}), (((5,),), {}))
 
+    @staticmethod
     def fwd(x, axis=-1):
         z = np.exp(x - np.max(x, axis=axis, keepdims=True))
         y = z / z.sum(axis=axis, keepdims=True)
         return y, (y, axis)
 
+    @staticmethod
     def bwd(res, g, needs):
         y, axis = res
         gy = g * y
@@ -524,11 +609,13 @@ class softmax:
 class log_softmax:
     examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axis": 1}), (((5,),), {}))
 
+    @staticmethod
     def fwd(x, axis=-1):
         z = x - np.max(x, axis=axis, keepdims=True)
         y = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
         return y, (y, axis)
 
+    @staticmethod
     def bwd(res, g, needs):
         y, axis = res
         return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
@@ -541,9 +628,11 @@ class reshape:
     examples = custom((((3, 4),), {"shape": (2, 6)}), (((2, 3, 4),), {"shape": (-1,)}),
                       (((6,),), {"shape": (3, 1, 2)}))
 
+    @staticmethod
     def fwd(x, shape):
         return np.reshape(x, shape), np.shape(x)
 
+    @staticmethod
     def bwd(shape, g, needs):
         return (np.reshape(g, shape),)
 
@@ -553,11 +642,13 @@ class transpose:
     examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axes": (1, 2, 0)}), (((2, 3, 4),), {"axes": (0, 2, 1)}),
                       (((2, 3, 4),), {"axes": (-1, 0, 1)}))
 
+    @staticmethod
     def fwd(x, axes=None):
         y = np.transpose(x, axes)
         # the inverse permutation, from axes made non-negative (argsort of (-1, 0, 1) is not it)
         return y, (None if axes is None else np.argsort([a % y.ndim for a in axes]))
 
+    @staticmethod
     def bwd(inverse, g, needs):
         return (np.transpose(g, inverse),)
 
@@ -572,11 +663,13 @@ class getitem:
                       (((5, 4),), {"index": (np.array([1, 3, 1]), slice(1, 3))}),
                       (((5, 4),), {"index": np.array([True, False, True, True, False])}))
 
+    @staticmethod
     def fwd(x, index):
         parts = index if isinstance(index, tuple) else (index,)
         basic = all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
         return x[index], (np.shape(x), index, basic)
 
+    @staticmethod
     def bwd(res, g, needs):
         shape, index, basic = res
         dx = np.zeros(shape, dtype=g.dtype)
@@ -591,10 +684,12 @@ class getitem:
 class concat:
     examples = custom((((3, 4), (2, 4)), {}), (((3, 4), (3, 2), (3, 1)), {"axis": 1}))
 
+    @staticmethod
     def fwd(*xs, axis=0):
         y = np.concatenate(xs, axis=axis)
         return y, (np.cumsum([np.shape(x)[axis] for x in xs])[:-1], axis)
 
+    @staticmethod
     def bwd(res, g, needs):
         cuts, axis = res
         return tuple(np.split(g, cuts, axis=axis))
@@ -604,9 +699,11 @@ class concat:
 class stack:
     examples = custom((((3, 4), (3, 4)), {}), (((2, 3), (2, 3), (2, 3)), {"axis": -1}))
 
+    @staticmethod
     def fwd(*xs, axis=0):
         return np.stack(xs, axis=axis), (len(xs), axis)
 
+    @staticmethod
     def bwd(res, g, needs):
         n, axis = res
         return tuple(np.moveaxis(g, axis, 0))
@@ -618,9 +715,11 @@ class split:
     multiple_outputs = True
     examples = custom((((6, 4),), {"sections": 3}), (((3, 7),), {"sections": [2, 5], "axis": 1}))
 
+    @staticmethod
     def fwd(x, sections, axis=0):
         return tuple(np.split(x, sections, axis=axis)), axis
 
+    @staticmethod
     def bwd(axis, gs, needs):
         return (np.concatenate(gs, axis=axis),)
 
@@ -630,8 +729,10 @@ class astype:
     """Cast to another dtype; the cotangent is cast back by the tape."""
     examples = unary(-2, 2, static={"dtype": np.float64})
 
+    @staticmethod
     def fwd(x, dtype):
         return np.asarray(x).astype(dtype), None
 
+    @staticmethod
     def bwd(res, g, needs):
         return (g,)

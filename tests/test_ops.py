@@ -6,7 +6,6 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import bptt
-import bptt.nn  # noqa: F401  (primitives declared in bptt.nn, e.g. fused recurrent kernels, register on import)
 from bptt import Tensor, ops
 from bptt.gradcheck import numerical_grad
 
@@ -15,7 +14,7 @@ def _cases():
     """(op name, example number, inputs, static kwargs) for every example of every registered op."""
     cases = []
     rng = np.random.default_rng(0)
-    for name, op in sorted(ops.REGISTRY.items()):
+    for name, op in sorted(ops.registry().items()):
         if op.examples is None:
             continue
         for k, (args, static) in enumerate(op.examples(rng)):
@@ -37,13 +36,13 @@ def _sum_all(terms):
 
 
 def test_every_primitive_declares_examples():
-    missing = [name for name, op in ops.REGISTRY.items() if op.examples is None]
+    missing = [name for name, op in ops.registry().items() if op.examples is None]
     assert not missing, f"primitives without examples (their gradients go unchecked): {missing}"
 
 
 @pytest.mark.parametrize("name, args, static", _cases())
 def test_primitive_gradcheck(name, args, static):
-    op = ops.REGISTRY[name]
+    op = ops.registry()[name]
     inputs = _as_inputs(args)
     assert any(isinstance(t, Tensor) for t in inputs), f"{name}: an example without float inputs checks nothing"
     rng = np.random.default_rng(0)
@@ -146,11 +145,11 @@ def test_binary_broadcasting(name, shapes, seed):
     if name == "div":
         b *= rng.choice([-1.0, 1.0], size=sb)
     ta, tb = Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)
-    y = ops.REGISTRY[name](ta, tb)
+    y = ops.registry()[name](ta, tb)
     np.testing.assert_allclose(y.data, ref(a, b), rtol=1e-15)
     (y * np.linspace(-1, 1, y.size).reshape(y.shape)).sum().backward()
     assert ta.grad.shape == a.shape and tb.grad.shape == b.shape
-    assert bptt.gradcheck(lambda p, q: ops.REGISTRY[name](p, q), [ta, tb])
+    assert bptt.gradcheck(lambda p, q: ops.registry()[name](p, q), [ta, tb])
 
 
 # -- operators and methods map to the primitives -----------------------------------------------
@@ -275,3 +274,33 @@ def test_tanh_gradient_at_large_inputs():
     with np.errstate(over="raise", divide="raise", invalid="raise"):
         x.tanh().sum().backward()
     np.testing.assert_array_equal(x.grad, np.zeros(4))
+
+
+# -- declaration and registration ---------------------------------------------------------------
+
+def test_no_module_level_name_in_ops_shadows_a_builtin():
+    import builtins
+    shadowing = [n for n in vars(ops) if not n.startswith("__") and hasattr(builtins, n)]
+    assert not shadowing, f"bptt.ops shadows builtins: {shadowing}"
+
+
+@pytest.mark.parametrize("public, cls", [("pow", "power"), ("abs", "absolute"), ("sum", "reduce_sum"),
+                                         ("max", "reduce_max")])
+def test_renamed_classes_keep_their_public_names(public, cls):
+    op = getattr(ops, cls)
+    assert op.name == public and ops.registry()[public] is op
+    x = Tensor(np.array([[0.5, 2.0]]), requires_grad=True)
+    y = getattr(bptt, public)(x, 2.0) if public == "pow" else getattr(bptt, public)(x)
+    assert y._entry.op is op
+
+
+def test_registry_holds_the_primitives_declared_outside_ops():
+    table = ops.registry()
+    declared_in = {op.fwd.__module__ for op in table.values()}
+    assert {"bptt.ops", "bptt.nn.kernels"} <= declared_in
+    assert table is not ops.registry()     # a copy: callers cannot unregister by accident
+
+
+def test_error_messages_use_the_primitive_name():
+    with pytest.raises(ValueError, match=r"^sum: .*axis 3"):
+        bptt.sum(Tensor(np.ones((2, 3))), axis=3)
