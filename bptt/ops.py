@@ -15,6 +15,10 @@ A primitive is a class decorated with ``@primitive``, its rules static methods::
         def bwd(y, g, needs):            # residuals, output cotangent -> one cotangent per input
             return (g * (1 - y * y),)
 
+        @staticmethod
+        def jvp(y, ts):                  # residuals, input tangents -> output tangent
+            return ts[0] * (1 - y * y)
+
 Positional arguments are the inputs (Tensors, arrays or Python scalars); keyword arguments are
 static (an axis, a shape, an index).  ``bwd`` returns ``None`` for an input it has no cotangent
 for and may skip work for inputs whose ``needs`` flag is False.  Broadcasting is undone by the
@@ -22,6 +26,15 @@ tape, not here.  A primitive with ``multiple_outputs = True`` returns a tuple of
 a tuple of cotangents.  The class name is the primitive's name in this module; ``name = ...``
 gives it another one where the class name would shadow a builtin (``reduce_sum`` is ``sum``
 in messages, on the tape and in ``bptt.sum``).
+
+``jvp`` is forward mode (``bptt.forward``): it gets the residuals and one tangent per positional
+input, each ``None`` (zero) or an array ``(P, *input shape)`` holding P tangents at once, and
+returns the output's ``(P, *output shape)`` tangents (a tuple for several outputs; None for a
+zero one).  An input of lower rank than the output gets its tangent aligned with ``_lift`` first,
+as broadcasting aligns the primal; a result that broadcasts to the output's shape is enough.  A
+primitive may instead declare ``reference``, the same function of the same arguments built from
+primitives that have a jvp (for a fused kernel, its reference step): forward mode then gets the
+tangents by running it.  A primitive with neither raises ``bptt.forward.JVPError`` naming it.
 
 Declaring a primitive registers it; ``registry()`` returns every declared primitive, those of
 the package modules that declare their own (the fused recurrent kernels of ``bptt.nn``)
@@ -39,6 +52,9 @@ import numpy as np
 from bptt.tape import Entry, Tensor, is_grad_enabled
 
 REGISTRY = {}
+# set by bptt.forward while tangents are pushed forward: called after every primitive call as
+# forward_hook(op, args, static, res, outputs)
+forward_hook = None
 # the package modules that declare primitives of their own; registry() imports them first
 _DECLARING = ("bptt.nn",)
 
@@ -61,12 +77,14 @@ class OpError(ValueError):
 class Primitive:
     """A registered primitive: call it on Tensors to compute and record it."""
 
-    __slots__ = ("name", "fwd", "bwd", "examples", "multiple_outputs")
+    __slots__ = ("name", "fwd", "bwd", "jvp", "reference", "examples", "multiple_outputs")
 
     def __init__(self, spec):
         self.name = getattr(spec, "name", spec.__name__)
         self.fwd = spec.fwd
         self.bwd = spec.bwd
+        self.jvp = getattr(spec, "jvp", None)
+        self.reference = getattr(spec, "reference", None)
         self.examples = getattr(spec, "examples", None)
         self.multiple_outputs = getattr(spec, "multiple_outputs", False)
 
@@ -100,6 +118,8 @@ class Primitive:
             out = _wrap(y, record)
             if record:
                 out._entry = Entry(self, res, inputs, 1, None)
+            if forward_hook is not None:
+                forward_hook(self, args, static, res, (out,))
             return out
         outs = tuple(_wrap(v, record) for v in y)
         if record:
@@ -107,6 +127,8 @@ class Primitive:
             for i, o in enumerate(outs):
                 o._entry = entry
                 o._index = i
+        if forward_hook is not None:
+            forward_hook(self, args, static, res, outs)
         return outs
 
 
@@ -140,6 +162,45 @@ def __getattr__(attr):
     if attr in former:
         return globals()[former[attr]]
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+# -- forward mode: the tangent conventions every jvp rule shares ------------------------------
+
+def _lift(t, ndim):
+    """A tangent ``(P, *shape)`` with axes inserted after P up to rank ``1 + ndim``.
+
+    Aligns it with an output of ``ndim`` axes the way numpy broadcasting aligns its primal
+    (from the right), so that the leading axis of tangents never meets a primal axis.
+    """
+    if t is None or t.ndim > ndim:
+        return t
+    return t.reshape(t.shape[:1] + (1,) * (ndim + 1 - t.ndim) + t.shape[1:])
+
+
+def _plus(*terms):
+    """The sum of the terms that are not None (None when all are: a zero tangent)."""
+    out = None
+    for term in terms:
+        if term is not None:
+            out = term if out is None else out + term
+    return out
+
+
+def _behind(axis, ndim):
+    """A primal's reduction ``axis`` as the axes of its tangents, behind their leading axis."""
+    if axis is None:
+        return tuple(range(1, ndim + 1))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else axis
+    return tuple(int(a) % ndim + 1 for a in axes)
+
+
+def _consumed(parts):
+    """How many axes of the indexed array the index ``parts`` (a tuple) uses."""
+    def axes(p):
+        if p is None or p is Ellipsis:
+            return 0
+        return np.ndim(p) if isinstance(p, (np.ndarray, list)) and np.asarray(p).dtype == bool else 1
+    return sum(axes(p) for p in parts)
 
 
 # -- where gradient checks sample each primitive (float64; away from kinks and poles) ----------
@@ -187,11 +248,15 @@ class add:
 
     @staticmethod
     def fwd(a, b):
-        return a + b, None
+        return a + b, max(np.ndim(a), np.ndim(b))
 
     @staticmethod
     def bwd(res, g, needs):
         return g, g
+
+    @staticmethod
+    def jvp(ndim, ts):
+        return _plus(*(_lift(t, ndim) for t in ts))
 
 
 @primitive
@@ -200,11 +265,16 @@ class sub:
 
     @staticmethod
     def fwd(a, b):
-        return a - b, None
+        return a - b, max(np.ndim(a), np.ndim(b))
 
     @staticmethod
     def bwd(res, g, needs):
         return g, (-g if needs[1] else None)
+
+    @staticmethod
+    def jvp(ndim, ts):
+        ta, tb = (_lift(t, ndim) for t in ts)
+        return _plus(ta, None if tb is None else -tb)
 
 
 @primitive
@@ -219,6 +289,12 @@ class mul:
     def bwd(res, g, needs):
         a, b = res
         return (g * b if needs[0] else None), (g * a if needs[1] else None)
+
+    @staticmethod
+    def jvp(res, ts):
+        a, b = res
+        ta, tb = (_lift(t, max(np.ndim(a), np.ndim(b))) for t in ts)
+        return _plus(None if ta is None else ta * b, None if tb is None else a * tb)
 
 
 @primitive
@@ -236,6 +312,12 @@ class div:
         ga = g / b
         return ga, (-ga * y if needs[1] else None)
 
+    @staticmethod
+    def jvp(res, ts):
+        b, y = res
+        ta, tb = (_lift(t, y.ndim) for t in ts)
+        return _plus(ta, None if tb is None else -tb * y) / b
+
 
 @primitive
 class neg:
@@ -248,6 +330,10 @@ class neg:
     @staticmethod
     def bwd(res, g, needs):
         return (-g,)
+
+    @staticmethod
+    def jvp(res, ts):
+        return -ts[0]
 
 
 @primitive
@@ -268,6 +354,13 @@ class power:
         dp = g * y * np.log(x) if needs[1] else None
         return dx, dp
 
+    @staticmethod
+    def jvp(res, ts):
+        x, p, y = res
+        tx, tp = (_lift(t, y.ndim) for t in ts)
+        return _plus(None if tx is None else tx * (p * x ** (p - 1)),
+                     None if tp is None else tp * (y * np.log(x)))
+
 
 @primitive
 class maximum:
@@ -284,6 +377,13 @@ class maximum:
         w = (a > b) + 0.5 * (a == b)
         return g * w, g * (1 - w)
 
+    @staticmethod
+    def jvp(res, ts):
+        a, b = res
+        ta, tb = (_lift(t, max(np.ndim(a), np.ndim(b))) for t in ts)
+        w = (a > b) + 0.5 * (a == b)
+        return _plus(None if ta is None else ta * w, None if tb is None else tb * (1 - w))
+
 
 @primitive
 class minimum:
@@ -299,6 +399,13 @@ class minimum:
         w = (a < b) + 0.5 * (a == b)
         return g * w, g * (1 - w)
 
+    @staticmethod
+    def jvp(res, ts):
+        a, b = res
+        ta, tb = (_lift(t, max(np.ndim(a), np.ndim(b))) for t in ts)
+        w = (a < b) + 0.5 * (a == b)
+        return _plus(None if ta is None else ta * w, None if tb is None else tb * (1 - w))
+
 
 @primitive
 class where:
@@ -312,14 +419,22 @@ class where:
     @staticmethod
     def fwd(cond, a, b):
         cond = np.asarray(cond, dtype=bool)
-        return np.where(cond, a, b), cond
+        y = np.where(cond, a, b)
+        return y, (cond, y.ndim)
 
     @staticmethod
-    def bwd(cond, g, needs):
+    def bwd(res, g, needs):
+        cond = res[0]
         zero = np.zeros((), g.dtype)
         return (None,
                 np.where(cond, g, zero) if needs[1] else None,
                 np.where(cond, zero, g) if needs[2] else None)
+
+    @staticmethod
+    def jvp(res, ts):
+        cond, ndim = res
+        _, ta, tb = (_lift(t, ndim) for t in ts)
+        return np.where(cond, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
 
 
 # -- elementwise functions ----------------------------------------------------------------------
@@ -337,6 +452,10 @@ class exp:
     def bwd(y, g, needs):
         return (g * y,)
 
+    @staticmethod
+    def jvp(y, ts):
+        return ts[0] * y
+
 
 @primitive
 class log:
@@ -349,6 +468,10 @@ class log:
     @staticmethod
     def bwd(x, g, needs):
         return (g / x,)
+
+    @staticmethod
+    def jvp(x, ts):
+        return ts[0] / x
 
 
 @primitive
@@ -364,6 +487,10 @@ class sqrt:
     def bwd(y, g, needs):
         return (g / (2 * y),)
 
+    @staticmethod
+    def jvp(y, ts):
+        return ts[0] / (2 * y)
+
 
 @primitive
 class absolute:
@@ -377,6 +504,10 @@ class absolute:
     @staticmethod
     def bwd(x, g, needs):
         return (g * np.sign(x),)
+
+    @staticmethod
+    def jvp(x, ts):
+        return ts[0] * np.sign(x)
 
 
 @primitive
@@ -392,6 +523,10 @@ class tanh:
     def bwd(y, g, needs):
         # 1 - y^2 from the output: no overflow where 1/cosh(x)^2 would
         return (g * (1 - y * y),)
+
+    @staticmethod
+    def jvp(y, ts):
+        return ts[0] * (1 - y * y)
 
 
 def _sigmoid(x):
@@ -412,6 +547,10 @@ class sigmoid:
     def bwd(y, g, needs):
         return (g * y * (1 - y),)
 
+    @staticmethod
+    def jvp(y, ts):
+        return ts[0] * (y * (1 - y))
+
 
 @primitive
 class softplus:
@@ -427,6 +566,10 @@ class softplus:
     def bwd(x, g, needs):
         return (g * _sigmoid(x),)
 
+    @staticmethod
+    def jvp(x, ts):
+        return ts[0] * _sigmoid(x)
+
 
 @primitive
 class relu:
@@ -439,6 +582,10 @@ class relu:
     @staticmethod
     def bwd(x, g, needs):
         return (g * (x > 0),)
+
+    @staticmethod
+    def jvp(x, ts):
+        return ts[0] * (x > 0)
 
 
 @primitive
@@ -459,6 +606,11 @@ class clip:
         if high is not None:
             inside &= x < high
         return (g * inside,)
+
+    @staticmethod
+    def jvp(res, ts):
+        (g,) = clip.bwd(res, ts[0], (True,))    # the same mask: the derivative is diagonal
+        return g
 
 
 # -- linear algebra -----------------------------------------------------------------------------
@@ -495,6 +647,23 @@ class matmul:
             db = db[..., 0] if b.ndim == 1 else db
         return da, db
 
+    @staticmethod
+    def jvp(res, ts):
+        a, b = res
+        ta, tb = ts
+        # as in bwd: 1-D operands become matrices, the tangents likewise, and batch axes are
+        # aligned behind the leading axis of tangents before numpy broadcasts them
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        n = max(a2.ndim, b2.ndim)
+        out = None
+        if ta is not None:
+            out = _lift(ta[..., None, :] if a.ndim == 1 else ta, n) @ b2
+        if tb is not None:
+            out = _plus(out, a2 @ _lift(tb[..., None] if b.ndim == 1 else tb, n))
+        out = out[..., 0, :] if a.ndim == 1 else out
+        return out[..., 0] if b.ndim == 1 else out
+
 
 @primitive
 class linear:
@@ -522,6 +691,20 @@ class linear:
         if len(needs) > 2 and needs[2]:
             db = g.reshape(-1, g.shape[-1]).sum(axis=0)
         return (dx, dw, db)[:len(needs)]
+
+    @staticmethod
+    def jvp(res, ts):
+        x, weight = res
+        tx, tw = ts[:2]
+        out = None if tx is None else tx @ weight.T
+        if tw is not None:
+            # x @ tw.T for every tangent as one GEMM over the leading axes of x
+            P, O, I = tw.shape
+            xw = tw.reshape(P * O, I) @ x.reshape(-1, I).T
+            out = _plus(out, np.moveaxis(xw.reshape(P, O, -1), 1, -1).reshape(P, *x.shape[:-1], O))
+        if len(ts) > 2 and ts[2] is not None:
+            out = _plus(out, _lift(ts[2], x.ndim))
+        return out
 
 
 # -- reductions ---------------------------------------------------------------------------------
@@ -554,6 +737,11 @@ class reduce_sum:
         shape, axis, keepdims = res
         return (np.broadcast_to(_expand(g, len(shape), axis, keepdims), shape),)
 
+    @staticmethod
+    def jvp(res, ts):
+        shape, axis, keepdims = res
+        return np.sum(ts[0], axis=_behind(axis, len(shape)), keepdims=keepdims)
+
 
 @primitive
 class mean:
@@ -568,6 +756,11 @@ class mean:
     def bwd(res, g, needs):
         shape, axis, keepdims, n = res
         return (np.broadcast_to(_expand(g, len(shape), axis, keepdims) / n, shape),)
+
+    @staticmethod
+    def jvp(res, ts):
+        shape, axis, keepdims, n = res
+        return np.sum(ts[0], axis=_behind(axis, len(shape)), keepdims=keepdims) / n
 
 
 @primitive
@@ -587,6 +780,13 @@ class reduce_max:
         hit = x == y
         return (_expand(g, x.ndim, axis, keepdims) * hit / hit.sum(axis=axis, keepdims=True),)
 
+    @staticmethod
+    def jvp(res, ts):
+        x, y, axis, keepdims = res
+        hit = x == y
+        return np.sum(ts[0] * (hit / hit.sum(axis=axis, keepdims=True)),
+                      axis=_behind(axis, x.ndim), keepdims=keepdims)
+
 
 @primitive
 class softmax:
@@ -604,6 +804,12 @@ class softmax:
         gy = g * y
         return (gy - y * gy.sum(axis=axis, keepdims=True),)
 
+    @staticmethod
+    def jvp(res, ts):
+        y, axis = res
+        t = ts[0]
+        return y * (t - (y * t).sum(axis=_behind(axis, y.ndim), keepdims=True))
+
 
 @primitive
 class log_softmax:
@@ -620,6 +826,12 @@ class log_softmax:
         y, axis = res
         return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
 
+    @staticmethod
+    def jvp(res, ts):
+        y, axis = res
+        t = ts[0]
+        return t - (np.exp(y) * t).sum(axis=_behind(axis, y.ndim), keepdims=True)
+
 
 # -- shapes -------------------------------------------------------------------------------------
 
@@ -630,11 +842,17 @@ class reshape:
 
     @staticmethod
     def fwd(x, shape):
-        return np.reshape(x, shape), np.shape(x)
+        y = np.reshape(x, shape)
+        return y, (np.shape(x), y.shape)
 
     @staticmethod
-    def bwd(shape, g, needs):
-        return (np.reshape(g, shape),)
+    def bwd(res, g, needs):
+        return (np.reshape(g, res[0]),)
+
+    @staticmethod
+    def jvp(res, ts):
+        t = ts[0]
+        return np.reshape(t, (len(t),) + res[1])
 
 
 @primitive
@@ -651,6 +869,12 @@ class transpose:
     @staticmethod
     def bwd(inverse, g, needs):
         return (np.transpose(g, inverse),)
+
+    @staticmethod
+    def jvp(inverse, ts):
+        t = ts[0]
+        perm = range(t.ndim - 2, -1, -1) if inverse is None else np.argsort(inverse)
+        return np.transpose(t, (0, *(int(p) + 1 for p in perm)))
 
 
 @primitive
@@ -679,6 +903,17 @@ class getitem:
             np.add.at(dx, index, g)
         return (dx,)
 
+    @staticmethod
+    def jvp(res, ts):
+        shape, index, basic = res
+        # index with the tangents' axis moved last, where numpy's placement of advanced-index
+        # axes cannot move it; an Ellipsis is spelled out so that it stops before that axis
+        parts = index if isinstance(index, tuple) else (index,)
+        fill = (slice(None),) * (len(shape) - _consumed(parts))
+        k = next((i for i, p in enumerate(parts) if p is Ellipsis), len(parts))
+        parts = parts[:k] + fill + parts[k + 1:] + (slice(None),)
+        return np.moveaxis(np.moveaxis(ts[0], 0, -1)[parts], -1, 0)
+
 
 @primitive
 class concat:
@@ -687,12 +922,19 @@ class concat:
     @staticmethod
     def fwd(*xs, axis=0):
         y = np.concatenate(xs, axis=axis)
-        return y, (np.cumsum([np.shape(x)[axis] for x in xs])[:-1], axis)
+        return y, (np.cumsum([np.shape(x)[axis] for x in xs])[:-1], axis, [np.shape(x) for x in xs])
 
     @staticmethod
     def bwd(res, g, needs):
-        cuts, axis = res
+        cuts, axis, _ = res
         return tuple(np.split(g, cuts, axis=axis))
+
+    @staticmethod
+    def jvp(res, ts):
+        cuts, axis, shapes = res
+        P = len(next(t for t in ts if t is not None))
+        ts = [np.zeros((P, *s)) if t is None else t for t, s in zip(ts, shapes)]
+        return np.concatenate(ts, axis=axis % len(shapes[0]) + 1)
 
 
 @primitive
@@ -701,12 +943,19 @@ class stack:
 
     @staticmethod
     def fwd(*xs, axis=0):
-        return np.stack(xs, axis=axis), (len(xs), axis)
+        return np.stack(xs, axis=axis), (len(xs), axis, np.shape(xs[0]))
 
     @staticmethod
     def bwd(res, g, needs):
-        n, axis = res
+        n, axis, _ = res
         return tuple(np.moveaxis(g, axis, 0))
+
+    @staticmethod
+    def jvp(res, ts):
+        n, axis, shape = res
+        P = len(next(t for t in ts if t is not None))
+        ts = [np.zeros((P, *shape)) if t is None else t for t in ts]
+        return np.stack(ts, axis=axis % (len(shape) + 1) + 1)
 
 
 @primitive
@@ -717,11 +966,16 @@ class split:
 
     @staticmethod
     def fwd(x, sections, axis=0):
-        return tuple(np.split(x, sections, axis=axis)), axis
+        return tuple(np.split(x, sections, axis=axis)), (axis, sections, np.ndim(x))
 
     @staticmethod
-    def bwd(axis, gs, needs):
-        return (np.concatenate(gs, axis=axis),)
+    def bwd(res, gs, needs):
+        return (np.concatenate(gs, axis=res[0]),)
+
+    @staticmethod
+    def jvp(res, ts):
+        axis, sections, ndim = res
+        return tuple(np.split(ts[0], sections, axis=axis % ndim + 1))
 
 
 @primitive
@@ -736,3 +990,7 @@ class astype:
     @staticmethod
     def bwd(res, g, needs):
         return (g,)
+
+    @staticmethod
+    def jvp(res, ts):
+        return ts[0]     # cast to the output's dtype by forward mode, as cotangents by the tape
