@@ -1,0 +1,410 @@
+"""Online credit assignment: RTRL and UORO behind TBPTT's interface, and what truncation costs.
+
+Truncated BPTT holds the state k2 steps back constant.  The estimators here carry instead, from
+step to step, what the state owes to the parameters, the *influence* M_t = ds_t/dθ of every state
+component (e.g. an LSTM's h and c) of every layer:
+
+    M_t = (∂F/∂s) M_{t-1} + ∂F/∂θ            s_t = F(x_t, s_{t-1}, θ)
+    dL_t/dθ = (∂L_t/∂s_{t-1}) M_{t-1} + ∂L_t/∂θ    (the last term with s_{t-1} held constant)
+
+* ``RTRL`` (Williams & Zipser 1989) carries M_t exactly, pushed forward through the model's step
+  with the batched jvps of ``bptt.forward``: the tangents of the state are M's columns, those of
+  the parameters one-hot.  With the weights frozen its gradient over a sequence is full BPTT's.
+  It costs about S times a step's forward (S state numbers per example), H^4 for one layer.
+* ``UORO`` (Tallec & Ollivier 2017, Algorithm 1) carries the rank-one estimate M_t ≈ s̃ θ̃ᵀ,
+  unbiased over its random signs: one jvp (P = 1) and two backward passes through a step.
+
+Both work with any model with ``step(x_t, state) -> (y_t, state)`` and ``initial_state(B)``, a
+state being a Tensor or a tuple of Tensors (a ``SequenceModel``'s are (L, B, H) each).  A
+model whose fused kernels declare no jvp runs on its reference path (``model.fused = False``)
+inside ``run``, restored afterwards.  The model's step must be deterministic (no dropout).
+
+``adaptive_k2`` chooses a truncation length from the measured decay of ||dL/dh_t||, and
+``gradient_alignment`` compares every estimator's gradient with the exact one.
+
+Shapes: x (T, B, I), y (T, B, ...) as ``loss_fn`` takes it per step, mask (T,).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from bptt import rng as _rng
+from bptt.forward import JVPError, forward_mode
+from bptt.nn.module import Module
+from bptt.optim import clip_grad_norm
+from bptt.tape import Tensor, enable_grad, no_grad
+
+__all__ = ["RTRL", "UORO"]
+
+
+def _flat(state):
+    """A state (a Tensor, or a tuple of Tensors such as an LSTM's (h, c)) as a tuple of Tensors."""
+    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
+
+
+def _shaped(like, tensors):
+    """``tensors`` in the structure of the state ``like``."""
+    return tuple(tensors) if isinstance(like, (tuple, list)) else tensors[0]
+
+
+def _data(t):
+    return t.data if isinstance(t, Tensor) else np.asarray(t)
+
+
+def _detached(state):
+    return _shaped(state, tuple(Tensor(_data(s)) for s in _flat(state)))
+
+
+def _stream(x, y, mask, who):
+    """``x``, ``mask`` as arrays, checked against each other and ``y``."""
+    x = _data(x)
+    if x.ndim < 2:
+        raise ValueError(f"{who}: x must be (T, B, ...), got shape {x.shape}")
+    T = x.shape[0]
+    if len(y) != T:
+        raise ValueError(f"{who}: x has {T} steps but y has {len(y)}; they must match")
+    if mask is None:
+        return x, np.ones(T)
+    mask = np.asarray(_data(mask), dtype=np.float64)
+    if mask.shape != (T,):
+        raise ValueError(f"{who}: mask must have shape (T,) = ({T},), one weight per step, "
+                         f"got {mask.shape}")
+    return x, mask
+
+
+def _dot(a, b):
+    return math.fsum(float(np.vdot(u, v)) for u, v in zip(a, b))
+
+
+def _norm(arrays):
+    return math.sqrt(_dot(arrays, arrays))
+
+
+class _Online:
+    """What RTRL and UORO share: the stream, the update windows, the optimizer steps."""
+
+    def __init__(self, model, loss_fn, optimizer, k1=1, clip_norm=None):
+        who = type(self).__name__
+        for name in ("step", "initial_state"):
+            if not callable(getattr(model, name, None)):
+                raise TypeError(f"{who}: the model needs a {name}() method; "
+                                f"{type(model).__name__} has none")
+        for name in ("zero_grad", "step"):
+            if not callable(getattr(optimizer, name, None)):
+                raise TypeError(f"{who}: the optimizer needs a {name}() method; "
+                                f"{type(optimizer).__name__} has none")
+        if isinstance(k1, bool) or not isinstance(k1, (int, np.integer)):
+            raise TypeError(f"{who}: k1 must be an integer, got {k1!r}")
+        if k1 < 1:
+            raise ValueError(f"{who}: k1 (steps between updates) must be >= 1, got {k1}")
+        if clip_norm is not None and not clip_norm > 0:
+            raise ValueError(f"{who}: clip_norm must be positive (or None), got {clip_norm!r}")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.k1 = int(k1)
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self._params = (model.parameters() if isinstance(model, Module)
+                        else list(getattr(optimizer, "params", [])))
+        if not self._params:
+            raise TypeError(f"{who}: no parameters to credit: give a Module as the model or an "
+                            "optimizer with a params list")
+        self._reference = None     # whether forward mode needs the model's reference path
+        self.history = []
+        self.steps = 0
+        self.reset_state()
+
+    def reset_state(self):
+        """Start a new stream: forget the state, its influence and an unfinished window."""
+        self.state = None
+        self._influence = None
+        self._window()
+
+    def _window(self):
+        self._grad = [np.zeros(p.shape, np.float64) for p in self._params]
+        self._value = 0.0
+        self._weight = 0.0
+        self._pending = 0
+
+    def run(self, x, y, mask=None):
+        """Feed a (chunk of a) sequence, updating every k1 steps.
+
+        The state, its influence and a window left incomplete carry over: feeding a sequence
+        in chunks of any lengths gives the same updates as feeding it at once.
+
+        Parameters
+        ----------
+        x : array_like or Tensor
+        y : array_like or Tensor
+            Targets; ``y[t]`` is given to ``loss_fn``.
+        mask : array_like, optional
+            Weight of each step's loss (0 for steps without one); all ones when None.
+
+        Returns
+        -------
+        list of dict
+            The records of the updates made (also appended to ``history``): ``step``, ``loss``
+            (the masked mean of the window's losses), ``grad_norm`` (before clipping),
+            ``clipped``.
+
+        Shapes
+        ------
+        x (T, B, I), y (T, B, ...), mask (T,)
+        """
+        x, mask = _stream(x, y, mask, f"{type(self).__name__}.run")
+        if self.state is None:
+            self.state = _detached(self.model.initial_state(x.shape[1]))
+            self._influence = self._start()
+        if self._reference is None:
+            self._reference = self._needs_reference(x[0])
+        records = []
+        with self._forward_path():
+            for t in range(len(x)):
+                value, grads = self._advance(x[t], y[t], float(mask[t]))
+                if grads is not None:
+                    for acc, g in zip(self._grad, grads):
+                        acc += mask[t] * g
+                    self._value += mask[t] * value
+                    self._weight += mask[t]
+                self._pending += 1
+                self.steps += 1
+                if self._pending == self.k1:
+                    records.append(self._update())
+        return records
+
+    def finish(self):
+        """Make the update for a final partial window; the state is kept.
+
+        Returns
+        -------
+        list of dict
+            The update's record, or an empty list when no step is pending.
+        """
+        return [self._update()] if self._pending else []
+
+    # -- forward mode through the model ---------------------------------------------------------
+    def _needs_reference(self, x_t):
+        """Whether a step with tangents on the state fails in a fused kernel without a jvp."""
+        if not getattr(self.model, "fused", False):
+            return False
+        state = _flat(self.state)
+        try:
+            with no_grad(), forward_mode([(s, np.zeros((1, *s.shape), s.dtype)) for s in state], 1):
+                self.model.step(x_t, _shaped(self.state, state))
+        except JVPError:
+            return True
+        return False
+
+    @contextlib.contextmanager
+    def _forward_path(self):
+        if not self._reference:
+            yield
+            return
+        self.model.fused = False
+        try:
+            yield
+        finally:
+            self.model.fused = True
+
+    def _loss(self, y_pred, y_t):
+        """The step's loss value and its cotangent dL/dy_pred."""
+        leaf = Tensor(y_pred.data, requires_grad=True)
+        with enable_grad():
+            loss = self.loss_fn(leaf, y_t)
+            loss.backward()
+        return loss.item(), leaf.grad
+
+    # -- updates --------------------------------------------------------------------------------
+    def _update(self):
+        den = max(1.0, self._weight)
+        for p, g in zip(self._params, self._grad):
+            p.grad = (g / den).astype(p.dtype)
+        norm = clip_grad_norm(self._params, math.inf if self.clip_norm is None else self.clip_norm)
+        clipped = self.clip_norm is not None and norm > self.clip_norm
+        self.optimizer.step()
+        record = {"step": self.steps, "loss": self._value / den, "grad_norm": norm,
+                  "clipped": clipped}
+        self.history.append(record)
+        self._window()
+        return record
+
+
+class RTRL(_Online):
+    """Real-time recurrent learning: the exact influence of the parameters on the state.
+
+    Every step pushes the influence matrix M = ds/dθ forward through the model's step with
+    batched jvps and adds ``dL_t/dθ = <dL_t/dy_t, dy_t/dθ>`` to the window's gradient; every
+    ``k1`` steps the optimizer steps with the window's masked mean (as ``TBPTT``).  The
+    influence is carried across updates, computed with the weights each step ran with (so with
+    changing weights it is RTRL's online approximation; with frozen weights it is exact).
+
+    Parameters
+    ----------
+    model : object
+        Has ``step(x_t, state) -> (y_t, state)`` and ``initial_state(batch_size)``; a Module,
+        or an optimizer with a ``params`` list, gives the parameters.
+    loss_fn : callable
+        ``loss_fn(y_pred_t, y_t)`` -> scalar Tensor, for one step.
+    optimizer : object
+        Has ``zero_grad()`` and ``step()``.
+    k1 : int
+        Steps between updates (1: fully online).
+    clip_norm : float, optional
+        Clip the joint gradient norm before each update.
+    chunk : int
+        At most this many numbers in the one-hot tangents of one pass: the columns of M are
+        pushed forward in groups that fit (memory against passes; the result is the same).
+
+    Attributes
+    ----------
+    state, history, steps
+        As ``TBPTT``'s.
+    influence : list of tuple of ndarray
+        ds/dθ by groups of columns: for each group, the ``(P, *shape)`` tangents of each state
+        component (None while zero).
+
+    Notes
+    -----
+    Memory is N times the state (N parameters) and a step costs about as many forward passes
+    of P columns as there are groups; for one layer of H units that is O(H^4) a step.
+
+    Shapes
+    ------
+    x (T, B, I), y (T, B, ...), mask (T,); influence of a state component of shape S,
+    (N, *S) in all.
+    """
+
+    def __init__(self, model, loss_fn, optimizer, k1=1, clip_norm=None, chunk=2 ** 22):
+        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ValueError(f"RTRL: chunk must be a positive integer, got {chunk!r}")
+        self._groups = []
+        super().__init__(model, loss_fn, optimizer, k1, clip_norm)
+        for k, p in enumerate(self._params):
+            width = max(1, min(p.size, int(chunk) // max(1, p.size)))
+            self._groups.extend((k, a, min(a + width, p.size)) for a in range(0, p.size, width))
+
+    @property
+    def influence(self):
+        return self._influence
+
+    def _start(self):
+        # the initial state does not depend on the parameters
+        return [None] * len(self._groups)
+
+    def _advance(self, x_t, y_t, m):
+        state = _flat(self.state)
+        value = gy = None
+        grads = [np.zeros(p.shape, np.float64) for p in self._params] if m else None
+        influence = []
+        for (k, a, b), columns in zip(self._groups, self._influence):
+            p = self._params[k]
+            onehot = np.zeros((b - a, p.size), p.dtype)
+            onehot[np.arange(b - a), np.arange(a, b)] = 1
+            seeds = [(p, onehot.reshape(b - a, *p.shape))]
+            if columns is not None:
+                seeds += [(s, c) for s, c in zip(state, columns) if c is not None]
+            with no_grad(), forward_mode(seeds, b - a) as trace:
+                y_pred, new = self.model.step(x_t, _shaped(self.state, state))
+            new = _flat(new)
+            out = tuple(trace.get(n) for n in new)
+            influence.append(None if all(o is None for o in out) else out)
+            if m:
+                if gy is None:
+                    value, gy = self._loss(y_pred, y_t)
+                ty = trace.get(y_pred)
+                if ty is not None:
+                    grads[k].reshape(-1)[a:b] = np.tensordot(ty, gy, axes=gy.ndim)
+        self._influence = influence
+        self.state = _shaped(self.state, tuple(Tensor(n.data) for n in new))
+        return value, grads
+
+
+class UORO(_Online):
+    """Unbiased online recurrent optimization (Tallec & Ollivier 2017, Algorithm 1).
+
+    Carries a rank-one estimate ``s̃ θ̃ᵀ`` of the influence ds/dθ, over the whole state (every
+    component, layer and example as one vector).  At each step, with random signs ν::
+
+        g̃ = <dL_t/ds_{t-1}, s̃> θ̃ + ∂L_t/∂θ          (the step's gradient estimate)
+        s̃ ← ρ0 (∂F/∂s) s̃ + ρ1 ν                     (a jvp through the step)
+        θ̃ ← θ̃ / ρ0 + νᵀ(∂F/∂θ) / ρ1                 (a backward pass from ν)
+
+    with ρ0 = sqrt(||θ̃|| / ||(∂F/∂s) s̃||) and ρ1 = sqrt(||νᵀ ∂F/∂θ|| / ||ν||) (each plus
+    ``eps`` in numerator and denominator), which keep the two factors of the same size and so
+    minimise the variance.  E[s̃ θ̃ᵀ] = ds/dθ, so the gradient is unbiased (with frozen weights).
+
+    Parameters
+    ----------
+    model, loss_fn, optimizer, k1, clip_norm
+        As for ``RTRL``.
+    rng : numpy.random.Generator, optional
+        For the signs; the package-wide generator when None.
+    eps : float
+        The stabilisers ε0 = ε1 of the rescaling.
+
+    Attributes
+    ----------
+    state, history, steps
+        As ``TBPTT``'s.
+    influence : (tuple of ndarray, list of ndarray)
+        ``(s̃, θ̃)``: one array per state component, one per parameter.
+    """
+
+    def __init__(self, model, loss_fn, optimizer, k1=1, clip_norm=None, rng=None, eps=1e-7):
+        if not eps > 0:
+            raise ValueError(f"UORO: eps must be positive, got {eps!r}")
+        self.rng = _rng.generator(rng)
+        self.eps = float(eps)
+        super().__init__(model, loss_fn, optimizer, k1, clip_norm)
+
+    @property
+    def influence(self):
+        return self._influence
+
+    def _start(self):
+        return (tuple(np.zeros(s.shape, s.dtype) for s in _flat(self.state)),
+                [np.zeros(p.shape, p.dtype) for p in self._params])
+
+    def _grads(self):
+        gs = [np.zeros(p.shape, p.dtype) if p.grad is None else p.grad for p in self._params]
+        for p in self._params:
+            p.grad = None
+        return gs
+
+    def _advance(self, x_t, y_t, m):
+        s_tilde, theta_tilde = self._influence
+        leaf = tuple(Tensor(_data(s), requires_grad=True) for s in _flat(self.state))
+        for p in self._params:
+            p.grad = None
+        with enable_grad(), forward_mode([(s, v[None]) for s, v in zip(leaf, s_tilde)], 1) as trace:
+            y_pred, new = self.model.step(x_t, _shaped(self.state, leaf))
+        new = _flat(new)
+        value = grads = None
+        if m:
+            with enable_grad():
+                loss = self.loss_fn(y_pred, y_t)
+                loss.backward(retain_graph=True)
+            value = loss.item()
+            direct = self._grads()
+            ds = [np.zeros(s.shape) if s.grad is None else s.grad for s in leaf]
+            along = _dot(ds, s_tilde)
+            grads = [along * t + d for t, d in zip(theta_tilde, direct)]
+        nu = [self.rng.choice(np.array([-1.0, 1.0], n.dtype), size=n.shape) for n in new]
+        with enable_grad():
+            root = None
+            for n, v in zip(new, nu):
+                term = (n * v).sum()
+                root = term if root is None else root + term
+            root.backward()
+        pulled = self._grads()
+        pushed = [np.zeros(n.shape, n.dtype) if trace.get(n) is None else trace.get(n)[0]
+                  for n in new]
+        eps = self.eps
+        rho0 = math.sqrt((_norm(theta_tilde) + eps) / (_norm(pushed) + eps))
+        rho1 = math.sqrt((_norm(pulled) + eps) / (_norm(nu) + eps))
+        self._influence = (tuple(rho0 * a + rho1 * v for a, v in zip(pushed, nu)),
+                           [t / rho0 + b / rho1 for t, b in zip(theta_tilde, pulled)])
+        self.state = _shaped(self.state, tuple(Tensor(n.data) for n in new))
+        return value, grads
