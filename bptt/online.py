@@ -38,7 +38,7 @@ from bptt.nn.module import Module
 from bptt.optim import clip_grad_norm
 from bptt.tape import Tensor, enable_grad, no_grad
 
-__all__ = ["RTRL", "UORO"]
+__all__ = ["RTRL", "UORO", "adaptive_k2"]
 
 
 def _flat(state):
@@ -408,3 +408,68 @@ class UORO(_Online):
                            [t / rho0 + b / rho1 for t, b in zip(theta_tilde, pulled)])
         self.state = _shaped(self.state, tuple(Tensor(n.data) for n in new))
         return value, grads
+
+
+# -- adaptive truncation --------------------------------------------------------------------------
+
+def adaptive_k2(norms, max_bias, k2_max=None, min_lag=0):
+    """The smallest truncation length whose geometric-tail bound on the gradient bias is small.
+
+    In the spirit of Aicher, Foti & Fox (2019): if the cotangent reaching the state k steps
+    behind a loss decays as ||dL/dh_{t-k}|| = C β^k, then backpropagating K steps leaves out
+    the tail ``sum_{k>=K} C β^k``, the fraction β^K of the whole ``sum_{k>=0} C β^k``.  β is
+    fitted (least squares on log norms, ``bptt.diagnostics.decay_rate``) to the measured
+    curve, and K is the smallest integer with β^K <= ``max_bias``.
+
+    Parameters
+    ----------
+    norms : array_like, shape (K,) or (n, K)
+        ||dL/dh|| indexed by lag: ``norms[k]`` k steps behind the loss; several rows (windows)
+        are averaged.  Zeros and NaN (lags not measured) are left out of the fit.
+    max_bias : float
+        In (0, 1): the largest relative bias allowed.
+    k2_max : int, optional
+        The longest truncation allowed; the answer when the norms do not decay (β >= 1).
+    min_lag : int
+        Fit the decay over lags >= min_lag only (e.g. beyond the steps that add losses).
+
+    Returns
+    -------
+    int
+        K in 1 .. k2_max.
+
+    Raises
+    ------
+    ValueError
+        For a ``max_bias`` outside (0, 1), fewer than two usable lags, or norms that do not
+        decay when no ``k2_max`` is given.
+
+    Notes
+    -----
+    For BPTT(k2; k1), whose window adds losses at lags 0 .. k1-1 behind its end, the oldest of
+    them is backpropagated k2 - k1 + 1 steps: the bound holds for every loss of the window with
+    ``k2 = k1 - 1 + adaptive_k2(norms, max_bias, min_lag=k1)``, ``norms`` measured from the
+    window's end.
+    """
+    from bptt.diagnostics import decay_rate     # diagnostics re-exports this module's functions
+
+    if not 0 < max_bias < 1:
+        raise ValueError(f"adaptive_k2: max_bias must be in (0, 1), got {max_bias!r}")
+    if k2_max is not None and (isinstance(k2_max, bool) or not isinstance(k2_max, (int, np.integer))
+                               or k2_max < 1):
+        raise ValueError(f"adaptive_k2: k2_max must be a positive integer (or None), got {k2_max!r}")
+    a = np.asarray(norms, dtype=np.float64)
+    if a.ndim == 2:
+        a = np.nanmean(np.where(a > 0, a, np.nan), axis=0)
+    if a.ndim != 1:
+        raise ValueError(f"adaptive_k2: norms must be (K,) or (n, K) by lag, got shape {a.shape}")
+    a = np.where(np.isfinite(a) & (a > 0), a, 0.0)
+    # decay_rate reads a curve by timestep, lag 0 last
+    factor = decay_rate(a[::-1], min_lag=min_lag).factor
+    if factor >= 1:
+        if k2_max is None:
+            raise ValueError(f"adaptive_k2: the norms do not decay (factor {factor:.4g} per step), "
+                             "so no truncation bounds the bias; give k2_max")
+        return int(k2_max)
+    k = max(1, math.ceil(math.log(max_bias) / math.log(factor) - 1e-12))
+    return k if k2_max is None else min(k, int(k2_max))

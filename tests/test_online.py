@@ -254,3 +254,62 @@ def test_bad_streams_are_named():
         rtrl.run(x, y[:3])
     with pytest.raises(ValueError, match=r"RTRL.run: mask must have shape \(T,\) = \(4,\)"):
         rtrl.run(x, y, mask[:2])
+
+
+# -- adaptive truncation ------------------------------------------------------------------------
+
+class LinearRNN(nn.Module):
+    """h' = W h + U x with W = rho Q (Q orthogonal): ||dL/dh_{t-k}|| = rho^k ||dL/dh_t|| exactly."""
+
+    def __init__(self, rho, H=4, I=2, seed=0):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        q, _ = np.linalg.qr(rng.standard_normal((H, H)))
+        self.weight_hh = nn.Parameter(rho * q)
+        self.weight_ih = nn.Parameter(rng.standard_normal((H, I)))
+        self.head = nn.Linear(H, 1, dtype=np.float64)
+        self.H = H
+
+    def initial_state(self, B):
+        return Tensor(np.zeros((1, B, self.H)))
+
+    def step(self, x, state):
+        h = bptt.linear(state[0], self.weight_hh) + bptt.linear(Tensor(x), self.weight_ih)
+        state = bptt.stack([h], axis=0)       # the head reads h through the returned state
+        return self.head(state[0]), state
+
+
+@pytest.mark.parametrize("rho, max_bias", [(0.8, 0.1), (0.5, 0.01), (0.9, 0.2), (0.3, 0.5)])
+def test_adaptive_k2_on_a_linear_rnn_picks_the_analytic_length(rho, max_bias):
+    from bptt.diagnostics import hidden_grad_norms
+    from bptt.online import adaptive_k2
+
+    T = 30
+    model = LinearRNN(rho)
+    x = np.random.default_rng(1).standard_normal((T, 3, 2))
+    mask = np.zeros(T)
+    mask[-1] = 1
+    by_lag = hidden_grad_norms(model, x, np.zeros((T, 3, 1)), bptt.nn.mse_loss, mask=mask)[0][::-1]
+    np.testing.assert_allclose(by_lag[1:] / by_lag[:-1], rho, rtol=1e-10)
+    analytic = int(np.ceil(np.log(max_bias) / np.log(rho)))     # smallest K with rho^K <= max_bias
+    assert rho ** analytic <= max_bias < rho ** (analytic - 1)
+    assert adaptive_k2(by_lag, max_bias) == analytic
+    assert adaptive_k2(np.stack([by_lag, 2 * by_lag]), max_bias) == analytic   # windows averaged
+    assert adaptive_k2(by_lag, max_bias, k2_max=analytic + 5) == analytic
+    assert adaptive_k2(by_lag, max_bias, k2_max=1) == 1
+
+
+def test_adaptive_k2_without_decay_and_bad_input():
+    from bptt.online import adaptive_k2
+
+    growing = 1.1 ** np.arange(10)
+    assert adaptive_k2(growing, 0.1, k2_max=25) == 25
+    with pytest.raises(ValueError, match=r"norms do not decay \(factor 1.1 per step\).*give k2_max"):
+        adaptive_k2(growing, 0.1)
+    with pytest.raises(ValueError, match=r"max_bias must be in \(0, 1\), got 1.5"):
+        adaptive_k2(growing, 1.5)
+    with pytest.raises(ValueError, match="need at least two positive norms"):
+        adaptive_k2([1.0, 0.0, np.nan], 0.1)
+    # lags before min_lag (where losses are still added) are left out of the fit
+    curve = np.concatenate([[5.0, 3.0, 9.0], 0.5 ** np.arange(8)])
+    assert adaptive_k2(curve, 0.1, min_lag=3) == 4
