@@ -455,3 +455,5 @@ def parameter_grad_norms(model):
                               mean=np.array([g.mean() for g in grads]),
                               max=np.array([g.max() for g in grads]),
                               norm=np.array([np.sqrt(np.sum(g * g)) for g in grads]))
+
+from bptt.online import gradient_alignment  # noqa: E402  (defined beside the estimators it compares)
