@@ -38,7 +38,7 @@ from bptt.nn.module import Module
 from bptt.optim import clip_grad_norm
 from bptt.tape import Tensor, enable_grad, no_grad
 
-__all__ = ["RTRL", "UORO", "adaptive_k2", "gradient_alignment", "parse_estimator"]
+__all__ = ["RTRL", "UORO", "adaptive_k2", "measured_k2", "gradient_alignment", "parse_estimator"]
 
 
 def _flat(state):
@@ -475,6 +475,24 @@ def adaptive_k2(norms, max_bias, k2_max=None, min_lag=0):
     return k if k2_max is None else min(k, int(k2_max))
 
 
+def measured_k2(model, x, y, loss_fn, max_bias):
+    """``adaptive_k2`` of the decay of ||dL/dh_t|| (all layers) for a loss at the last step of
+    the sequence x (``bptt.diagnostics.hidden_grad_norms``), at most T.
+
+    Shapes
+    ------
+    x (T, B, I), y (T, B, ...)
+    """
+    from bptt.diagnostics import hidden_grad_norms
+
+    T = len(x)
+    last = np.zeros(T)
+    last[-1] = 1
+    norms = hidden_grad_norms(model, x, y, loss_fn, mask=last)
+    model.zero_grad()
+    return adaptive_k2(np.sqrt((norms ** 2).sum(axis=0))[::-1], max_bias, k2_max=T)
+
+
 # -- every estimator's gradient against the exact one ---------------------------------------------
 
 class _Recorder:
@@ -579,7 +597,6 @@ def gradient_alignment(model, x, y, loss_fn, estimators, mask=None, samples=100,
     ------
     x (T, B, I), y (T, B, ...), mask (T,)
     """
-    from bptt.diagnostics import hidden_grad_norms
     from bptt.tbptt import TBPTT
 
     specs = [(spec, *parse_estimator(spec)) for spec in estimators]
@@ -614,10 +631,7 @@ def gradient_alignment(model, x, y, loss_fn, estimators, mask=None, samples=100,
         if kind == "tbptt":
             draws = [run(lambda opt: TBPTT(model, loss_fn, opt, **opts), windows=opts["k1"])]
         elif kind == "auto":
-            last = np.zeros(T)
-            last[-1] = 1
-            norms = hidden_grad_norms(model, x, y, loss_fn, mask=last)
-            k2 = adaptive_k2(np.sqrt((norms ** 2).sum(axis=0))[::-1], opts["max_bias"], k2_max=T)
+            k2 = measured_k2(model, x, y, loss_fn, opts["max_bias"])
             draws = [run(lambda opt: TBPTT(model, loss_fn, opt, k1=1, k2=k2), windows=1)]
             extra["k2"] = k2
         elif kind == "rtrl":
