@@ -30,8 +30,9 @@ in messages, on the tape and in ``bptt.sum``).
 ``jvp`` is forward mode (``bptt.forward``): it gets the residuals and one tangent per positional
 input, each ``None`` (zero) or an array ``(P, *input shape)`` holding P tangents at once, and
 returns the output's ``(P, *output shape)`` tangents (a tuple for several outputs; None for a
-zero one).  An input of lower rank than the output gets its tangent aligned with ``_lift`` first,
-as broadcasting aligns the primal; a result that broadcasts to the output's shape is enough.  A
+zero one).  A rule aligns the tangent of an input of lower rank than the output with ``_lift``
+before combining it, as broadcasting aligns the primal; a result that broadcasts to the output's
+shape is enough.  A
 primitive may instead declare ``reference``, the same function of the same arguments built from
 primitives that have a jvp (for a fused kernel, its reference step): forward mode then gets the
 tangents by running it.  A primitive with neither raises ``bptt.forward.JVPError`` naming it.

@@ -152,3 +152,32 @@ def test_credit_command_writes_figure_csv_and_a_line_per_estimator_and_cell(tmp_
 def test_credit_command_names_bad_options(args, message):
     result = CliRunner().invoke(main, ["credit", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+# -- which level truncation reaches on lag (slow: minutes of training) ---------------------------
+
+def _nearest_level(task, value):
+    levels = task.baselines()
+    return min(levels, key=lambda name: abs(levels[name] - value))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k, level", [(2, "no memory"), (4, "lag 3 only"), (100, "lags 3 and 8")])
+def test_truncation_decides_which_lag_level_is_reached(k, level):
+    """k = 2 cannot carry credit 3 steps back, k = 4 reaches the lag-3 input but not the lag-8
+    one, full BPTT (k = T = 100) both: a GRU, 300 windows of 32 streams, Adam."""
+    task = tasks.get("lag", seq_len=100)
+    loss_fn = tasks.loss_function(task)
+    model = nn.SequenceModel("gru", 1, 16, 2, rng=np.random.default_rng(0))
+    trainer = bptt.TBPTT(model, loss_fn, bptt.optim.Adam(model.parameters(), lr=0.01), k1=k, k2=k)
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        x, y, mask = task.batch(32, rng)
+        trainer.reset_state()
+        trainer.run(x, y, mask)
+        trainer.finish()
+    x, y, mask = task.validation_set()
+    with bptt.no_grad():
+        pred, _ = model(x[:, :256])
+    value = task.score(pred.data, y[:, :256], mask)
+    assert _nearest_level(task, value) == level, value
