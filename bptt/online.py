@@ -224,7 +224,7 @@ class _Online:
         norm = clip_grad_norm(self._params, math.inf if self.clip_norm is None else self.clip_norm)
         clipped = self.clip_norm is not None and norm > self.clip_norm
         self.optimizer.step()
-        record = {"step": self.steps, "loss": self._value / den, "grad_norm": norm,
+        record = {"step": self.steps, "loss": float(self._value / den), "grad_norm": norm,
                   "clipped": clipped}
         self.history.append(record)
         self._window()
