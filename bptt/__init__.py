@@ -12,6 +12,7 @@ from bptt.rng import seed
 from bptt import nn
 from bptt import optim
 from bptt.tbptt import TBPTT
+from bptt.forward import jvp
 from bptt import tasks, diagnostics
 
 __version__ = "0.1.0"

@@ -426,9 +426,9 @@ class _Run:
             for j in (range(len(xs) - 1, -1, -1) if self.reverse else range(len(xs))):
                 s = self.cell.step(False, xs[j], s, leaves, self.options)
                 ys[j] = s[0]
-            root = ops.sum(ops.stack(*ys, axis=0) * gy_seg)
+            root = ops.reduce_sum(ops.stack(*ys, axis=0) * gy_seg)
             for si, gi in zip(s, g):
-                root = root + ops.sum(si * gi)
+                root = root + ops.reduce_sum(si * gi)
         root.backward()
         ds = tuple(np.zeros_like(v) if t.grad is None else t.grad for v, t in zip(state, entering))
         return (xs.grad if need_x else None), ds, None

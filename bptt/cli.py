@@ -314,3 +314,42 @@ def fixedpoint(tasks, grads, ks, contractive, **options):
         raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
     except FixedPointError as err:      # training pushed the network out of convergence
         raise click.ClickException(f"{err} (or a lower --lr, or --contractive)") from None
+
+
+@main.command()
+@click.option("--task", default="lag", show_default=True, help="A task of `bptt tasks`; draws x and y.")
+@click.option("--cells", default=None,
+              help="Comma-separated cells with optional settings, as for `bptt gradflow`  "
+                   "[default: every registered cell]")
+@click.option("--estimators", default=None,
+              help="Comma-separated: tbptt:K (numbers after it are more K), tbptt:K1,K2 is not "
+                   "accepted here, auto:MAX_BIAS, rtrl, uoro  [default: "
+                   "tbptt:1,2,4,8,16,32,auto:0.1,uoro,rtrl]")
+@click.option("--seq-len", default=None, type=_POSITIVE, help="Sequence length T  [default: the task's]")
+@click.option("--hidden", default=16, show_default=True, type=_POSITIVE, help="Hidden units H.")
+@click.option("--batch-size", default=8, show_default=True, type=_POSITIVE)
+@click.option("--samples", default=100, show_default=True, type=_POSITIVE, help="UORO draws.")
+@click.option("--train-steps", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Adam updates (full BPTT) on the task before measuring.")
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Adam's learning rate for --train-steps.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", default="credit.png", show_default=True, type=click.Path(dir_okay=False),
+              help="The figure: .png, .svg or .pdf.")
+@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False),
+              help="The numbers  [default: --out with .csv]")
+def credit(**options):
+    """Compare every estimator's gradient with the exact one, per cell, the weights frozen.
+
+    Truncated BPTT at each length, adaptive truncation, RTRL and UORO on one batch of the task:
+    cosine similarity and relative error of the whole gradient (mean and spread over UORO's
+    draws, and of their mean).  Writes the figure and a CSV and prints one line per estimator
+    and cell.
+    """
+    from bptt import credit as experiment
+    from bptt.config import ConfigError
+
+    try:
+        experiment.run(echo=click.echo, **options)
+    except ConfigError as err:
+        raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None

@@ -609,3 +609,4 @@ def fixed_point_gradients(model, x, y, loss_fn, ks=(1, 2, 5, 10, 20, 50)):
 
 
 __all__ += ["FixedPointGradients", "fixed_point_gradients"]
+from bptt.online import gradient_alignment  # noqa: E402  (defined beside the estimators it compares)

@@ -16,8 +16,8 @@ __all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log", "sq
            "max", "reshape", "transpose", "concat", "stack", "split", "softmax", "log_softmax",
            "astype", "linear", "softplus"]
 
-add, sub, mul, div, neg, pow, matmul = ops.add, ops.sub, ops.mul, ops.div, ops.neg, ops.pow, ops.matmul
-exp, log, sqrt, abs, tanh, sigmoid, relu = ops.exp, ops.log, ops.sqrt, ops.abs, ops.tanh, ops.sigmoid, ops.relu
+add, sub, mul, div, neg, pow, matmul = ops.add, ops.sub, ops.mul, ops.div, ops.neg, ops.power, ops.matmul
+exp, log, sqrt, abs, tanh, sigmoid, relu = ops.exp, ops.log, ops.sqrt, ops.absolute, ops.tanh, ops.sigmoid, ops.relu
 softplus = ops.softplus
 maximum, minimum, where = ops.maximum, ops.minimum, ops.where
 
@@ -28,7 +28,7 @@ def _data(x):
 
 def sum(x, axis=None, keepdims=False):
     """Sum over ``axis`` (all axes when None), as ``np.sum``."""
-    return ops.sum(x, axis=axis, keepdims=keepdims)
+    return ops.reduce_sum(x, axis=axis, keepdims=keepdims)
 
 
 def mean(x, axis=None, keepdims=False):
@@ -38,7 +38,7 @@ def mean(x, axis=None, keepdims=False):
 
 def max(x, axis=None, keepdims=False):
     """Maximum over ``axis`` (all axes when None); tied maxima share the gradient."""
-    return ops.max(x, axis=axis, keepdims=keepdims)
+    return ops.reduce_max(x, axis=axis, keepdims=keepdims)
 
 
 def clip(x, low=None, high=None):
@@ -114,12 +114,12 @@ def _install():
     T.__rmul__ = lambda a, b: ops.mul(b, a)
     T.__truediv__ = lambda a, b: ops.div(a, b)
     T.__rtruediv__ = lambda a, b: ops.div(b, a)
-    T.__pow__ = lambda a, b: ops.pow(a, b)
-    T.__rpow__ = lambda a, b: ops.pow(b, a)
+    T.__pow__ = lambda a, b: ops.power(a, b)
+    T.__rpow__ = lambda a, b: ops.power(b, a)
     T.__matmul__ = lambda a, b: ops.matmul(a, b)
     T.__rmatmul__ = lambda a, b: ops.matmul(b, a)
     T.__neg__ = lambda a: ops.neg(a)
-    T.__abs__ = lambda a: ops.abs(a)
+    T.__abs__ = lambda a: ops.absolute(a)
     T.__getitem__ = lambda a, index: ops.getitem(a, index=_data(index))
     T.__lt__ = _comparison(np.less)
     T.__le__ = _comparison(np.less_equal)

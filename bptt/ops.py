@@ -1,33 +1,74 @@
 """Every primitive and its vector-Jacobian product, declared together.
 
-A primitive is a class decorated with ``@primitive``::
+A primitive is a class decorated with ``@primitive``, its rules static methods::
 
     @primitive
     class tanh:
         examples = unary(-3, 3)          # where its gradient check samples inputs
+
+        @staticmethod
         def fwd(x):                      # arrays in -> (output, residuals)
             y = np.tanh(x)
             return y, y                  # reuse the output as the residual
+
+        @staticmethod
         def bwd(y, g, needs):            # residuals, output cotangent -> one cotangent per input
             return (g * (1 - y * y),)
+
+        @staticmethod
+        def jvp(y, ts):                  # residuals, input tangents -> output tangent
+            return ts[0] * (1 - y * y)
 
 Positional arguments are the inputs (Tensors, arrays or Python scalars); keyword arguments are
 static (an axis, a shape, an index).  ``bwd`` returns ``None`` for an input it has no cotangent
 for and may skip work for inputs whose ``needs`` flag is False.  Broadcasting is undone by the
 tape, not here.  A primitive with ``multiple_outputs = True`` returns a tuple of outputs and gets
-a tuple of cotangents.  Declaring a primitive registers it in ``REGISTRY``; the op tests
-gradient-check every entry there on its ``examples``, so a new primitive needs no other edit.
-This is the only module with derivatives of primitives (fused recurrent kernels live beside the
-cells they fuse, declared the same way).
+a tuple of cotangents.  The class name is the primitive's name in this module; ``name = ...``
+gives it another one where the class name would shadow a builtin (``reduce_sum`` is ``sum``
+in messages, on the tape and in ``bptt.sum``).
+
+``jvp`` is forward mode (``bptt.forward``): it gets the residuals and one tangent per positional
+input, each ``None`` (zero) or an array ``(P, *input shape)`` holding P tangents at once, and
+returns the output's ``(P, *output shape)`` tangents (a tuple for several outputs; None for a
+zero one).  A rule aligns the tangent of an input of lower rank than the output with ``_lift``
+before combining it, as broadcasting aligns the primal; a result that broadcasts to the output's
+shape is enough.  A
+primitive may instead declare ``reference``, the same function of the same arguments built from
+primitives that have a jvp (for a fused kernel, its reference step): forward mode then gets the
+tangents by running it.  A primitive with neither raises ``bptt.forward.JVPError`` naming it.
+
+Declaring a primitive registers it; ``registry()`` returns every declared primitive, those of
+the package modules that declare their own (the fused recurrent kernels of ``bptt.nn``)
+included, whatever was imported before.  The op tests gradient-check every entry on its
+``examples``, so a new primitive needs no other edit.  This is the only module with derivatives
+of primitives (fused recurrent kernels live beside the cells they fuse, declared the same way).
 """
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 
 from bptt.tape import Entry, Tensor, is_grad_enabled
 
 REGISTRY = {}
+# set by bptt.forward while tangents are pushed forward: called after every primitive call as
+# forward_hook(op, args, static, res, outputs)
+forward_hook = None
+# the package modules that declare primitives of their own; registry() imports them first
+_DECLARING = ("bptt.nn",)
+
+
+def registry():
+    """Every declared primitive by name, ``{name: Primitive}``.
+
+    Imports the package modules that declare primitives outside this one first, so the table is
+    complete whatever was imported before; user-declared primitives are in it too.
+    """
+    for module in _DECLARING:
+        importlib.import_module(module)
+    return dict(REGISTRY)
 
 
 class OpError(ValueError):
@@ -37,12 +78,14 @@ class OpError(ValueError):
 class Primitive:
     """A registered primitive: call it on Tensors to compute and record it."""
 
-    __slots__ = ("name", "fwd", "bwd", "examples", "multiple_outputs")
+    __slots__ = ("name", "fwd", "bwd", "jvp", "reference", "examples", "multiple_outputs")
 
     def __init__(self, spec):
-        self.name = spec.__name__
+        self.name = getattr(spec, "name", spec.__name__)
         self.fwd = spec.fwd
         self.bwd = spec.bwd
+        self.jvp = getattr(spec, "jvp", None)
+        self.reference = getattr(spec, "reference", None)
         self.examples = getattr(spec, "examples", None)
         self.multiple_outputs = getattr(spec, "multiple_outputs", False)
 
@@ -76,6 +119,8 @@ class Primitive:
             out = _wrap(y, record)
             if record:
                 out._entry = Entry(self, res, inputs, 1, None)
+            if forward_hook is not None:
+                forward_hook(self, args, static, res, (out,))
             return out
         outs = tuple(_wrap(v, record) for v in y)
         if record:
@@ -83,6 +128,8 @@ class Primitive:
             for i, o in enumerate(outs):
                 o._entry = entry
                 o._index = i
+        if forward_hook is not None:
+            forward_hook(self, args, static, res, outs)
         return outs
 
 
@@ -103,11 +150,50 @@ def primitive(spec):
     for attr in ("fwd", "bwd"):
         if not hasattr(spec, attr):
             raise TypeError(f"primitive {spec.__name__}: missing {attr}")
-    if spec.__name__ in REGISTRY:
-        raise ValueError(f"primitive {spec.__name__} is declared twice")
     op = Primitive(spec)
+    if op.name in REGISTRY:
+        raise ValueError(f"primitive {op.name} is declared twice")
     REGISTRY[op.name] = op
     return op
+
+
+# -- forward mode: the tangent conventions every jvp rule shares ------------------------------
+
+def _lift(t, ndim):
+    """A tangent ``(P, *shape)`` with axes inserted after P up to rank ``1 + ndim``.
+
+    Aligns it with an output of ``ndim`` axes the way numpy broadcasting aligns its primal
+    (from the right), so that the leading axis of tangents never meets a primal axis.
+    """
+    if t is None or t.ndim > ndim:
+        return t
+    return t.reshape(t.shape[:1] + (1,) * (ndim + 1 - t.ndim) + t.shape[1:])
+
+
+def _plus(*terms):
+    """The sum of the terms that are not None (None when all are: a zero tangent)."""
+    out = None
+    for term in terms:
+        if term is not None:
+            out = term if out is None else out + term
+    return out
+
+
+def _behind(axis, ndim):
+    """A primal's reduction ``axis`` as the axes of its tangents, behind their leading axis."""
+    if axis is None:
+        return tuple(range(1, ndim + 1))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else axis
+    return tuple(int(a) % ndim + 1 for a in axes)
+
+
+def _consumed(parts):
+    """How many axes of the indexed array the index ``parts`` (a tuple) uses."""
+    def axes(p):
+        if p is None or p is Ellipsis:
+            return 0
+        return np.ndim(p) if isinstance(p, (np.ndarray, list)) and np.asarray(p).dtype == bool else 1
+    return sum(axes(p) for p in parts)
 
 
 # -- where gradient checks sample each primitive (float64; away from kinks and poles) ----------
@@ -153,121 +239,195 @@ def custom(*cases):
 class add:
     examples = binary()
 
+    @staticmethod
     def fwd(a, b):
-        return a + b, None
+        return a + b, max(np.ndim(a), np.ndim(b))
 
+    @staticmethod
     def bwd(res, g, needs):
         return g, g
+
+    @staticmethod
+    def jvp(ndim, ts):
+        return _plus(*(_lift(t, ndim) for t in ts))
 
 
 @primitive
 class sub:
     examples = binary()
 
+    @staticmethod
     def fwd(a, b):
-        return a - b, None
+        return a - b, max(np.ndim(a), np.ndim(b))
 
+    @staticmethod
     def bwd(res, g, needs):
         return g, (-g if needs[1] else None)
+
+    @staticmethod
+    def jvp(ndim, ts):
+        ta, tb = (_lift(t, ndim) for t in ts)
+        return _plus(ta, None if tb is None else -tb)
 
 
 @primitive
 class mul:
     examples = binary()
 
+    @staticmethod
     def fwd(a, b):
         return a * b, (a, b)
 
+    @staticmethod
     def bwd(res, g, needs):
         a, b = res
         return (g * b if needs[0] else None), (g * a if needs[1] else None)
+
+    @staticmethod
+    def jvp(res, ts):
+        a, b = res
+        ta, tb = (_lift(t, max(np.ndim(a), np.ndim(b))) for t in ts)
+        return _plus(None if ta is None else ta * b, None if tb is None else a * tb)
 
 
 @primitive
 class div:
     examples = binary(-2, 2, 0.5, 2, sign=True)
 
+    @staticmethod
     def fwd(a, b):
         y = a / b
         return y, (b, y)
 
+    @staticmethod
     def bwd(res, g, needs):
         b, y = res
         ga = g / b
         return ga, (-ga * y if needs[1] else None)
+
+    @staticmethod
+    def jvp(res, ts):
+        b, y = res
+        ta, tb = (_lift(t, y.ndim) for t in ts)
+        return _plus(ta, None if tb is None else -tb * y) / b
 
 
 @primitive
 class neg:
     examples = unary(-2, 2)
 
+    @staticmethod
     def fwd(x):
         return -x, None
 
+    @staticmethod
     def bwd(res, g, needs):
         return (-g,)
 
+    @staticmethod
+    def jvp(res, ts):
+        return -ts[0]
+
 
 @primitive
-class pow:
+class power:
     """``x ** p``: the gradient for ``p`` needs ``x > 0``."""
+    name = "pow"
     examples = binary(0.5, 2.0, -2.0, 2.0)
 
+    @staticmethod
     def fwd(x, p):
         y = x ** p
         return y, (x, p, y)
 
+    @staticmethod
     def bwd(res, g, needs):
         x, p, y = res
         dx = g * p * x ** (p - 1) if needs[0] else None
         dp = g * y * np.log(x) if needs[1] else None
         return dx, dp
 
+    @staticmethod
+    def jvp(res, ts):
+        x, p, y = res
+        tx, tp = (_lift(t, y.ndim) for t in ts)
+        return _plus(None if tx is None else tx * (p * x ** (p - 1)),
+                     None if tp is None else tp * (y * np.log(x)))
+
 
 @primitive
 class maximum:
     examples = binary()
 
+    @staticmethod
     def fwd(a, b):
         return np.maximum(a, b), (a, b)
 
+    @staticmethod
     def bwd(res, g, needs):
         a, b = res
         # ties share the cotangent equally, as the mean of the two one-sided derivatives
         w = (a > b) + 0.5 * (a == b)
         return g * w, g * (1 - w)
 
+    @staticmethod
+    def jvp(res, ts):
+        a, b = res
+        ta, tb = (_lift(t, max(np.ndim(a), np.ndim(b))) for t in ts)
+        w = (a > b) + 0.5 * (a == b)
+        return _plus(None if ta is None else ta * w, None if tb is None else tb * (1 - w))
+
 
 @primitive
 class minimum:
     examples = binary()
 
+    @staticmethod
     def fwd(a, b):
         return np.minimum(a, b), (a, b)
 
+    @staticmethod
     def bwd(res, g, needs):
         a, b = res
         w = (a < b) + 0.5 * (a == b)
         return g * w, g * (1 - w)
+
+    @staticmethod
+    def jvp(res, ts):
+        a, b = res
+        ta, tb = (_lift(t, max(np.ndim(a), np.ndim(b))) for t in ts)
+        w = (a < b) + 0.5 * (a == b)
+        return _plus(None if ta is None else ta * w, None if tb is None else tb * (1 - w))
 
 
 @primitive
 class where:
     """``where(cond, a, b)``; ``cond`` gets no gradient."""
 
+    @staticmethod
     def examples(rng):
         return [((rng.random(a) > 0.5, _draw(rng, a, -2, 2), _draw(rng, b, -2, 2)), {})
                 for a, b in [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 3, 4), ())]]
 
+    @staticmethod
     def fwd(cond, a, b):
         cond = np.asarray(cond, dtype=bool)
-        return np.where(cond, a, b), cond
+        y = np.where(cond, a, b)
+        return y, (cond, y.ndim)
 
-    def bwd(cond, g, needs):
+    @staticmethod
+    def bwd(res, g, needs):
+        cond = res[0]
         zero = np.zeros((), g.dtype)
         return (None,
                 np.where(cond, g, zero) if needs[1] else None,
                 np.where(cond, zero, g) if needs[2] else None)
+
+    @staticmethod
+    def jvp(res, ts):
+        cond, ndim = res
+        _, ta, tb = (_lift(t, ndim) for t in ts)
+        return np.where(cond, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
 
 
 # -- elementwise functions ----------------------------------------------------------------------
@@ -276,59 +436,90 @@ class where:
 class exp:
     examples = unary(-2, 2)
 
+    @staticmethod
     def fwd(x):
         y = np.exp(x)
         return y, y
 
+    @staticmethod
     def bwd(y, g, needs):
         return (g * y,)
+
+    @staticmethod
+    def jvp(y, ts):
+        return ts[0] * y
 
 
 @primitive
 class log:
     examples = unary(0.2, 3)
 
+    @staticmethod
     def fwd(x):
         return np.log(x), x
 
+    @staticmethod
     def bwd(x, g, needs):
         return (g / x,)
+
+    @staticmethod
+    def jvp(x, ts):
+        return ts[0] / x
 
 
 @primitive
 class sqrt:
     examples = unary(0.2, 3)
 
+    @staticmethod
     def fwd(x):
         y = np.sqrt(x)
         return y, y
 
+    @staticmethod
     def bwd(y, g, needs):
         return (g / (2 * y),)
 
+    @staticmethod
+    def jvp(y, ts):
+        return ts[0] / (2 * y)
+
 
 @primitive
-class abs:
+class absolute:
+    name = "abs"
     examples = unary(0.1, 2, sign=True)
 
+    @staticmethod
     def fwd(x):
         return np.abs(x), x
 
+    @staticmethod
     def bwd(x, g, needs):
         return (g * np.sign(x),)
+
+    @staticmethod
+    def jvp(x, ts):
+        return ts[0] * np.sign(x)
 
 
 @primitive
 class tanh:
     examples = unary(-3, 3)
 
+    @staticmethod
     def fwd(x):
         y = np.tanh(x)
         return y, y
 
+    @staticmethod
     def bwd(y, g, needs):
         # 1 - y^2 from the output: no overflow where 1/cosh(x)^2 would
         return (g * (1 - y * y),)
+
+    @staticmethod
+    def jvp(y, ts):
+        return ts[0] * (1 - y * y)
 
 
 def _sigmoid(x):
@@ -340,12 +531,18 @@ def _sigmoid(x):
 class sigmoid:
     examples = unary(-6, 6)
 
+    @staticmethod
     def fwd(x):
         y = _sigmoid(x)
         return y, y
 
+    @staticmethod
     def bwd(y, g, needs):
         return (g * y * (1 - y),)
+
+    @staticmethod
+    def jvp(y, ts):
+        return ts[0] * (y * (1 - y))
 
 
 @primitive
@@ -353,23 +550,35 @@ class softplus:
     """``log(1 + exp(x))``, finite for any x (the log-sigmoid is ``-softplus(-x)``)."""
     examples = unary(-6, 6)
 
+    @staticmethod
     def fwd(x):
         # logaddexp(0, x) never forms exp(x) for large x, where log1p(exp(x)) overflows
         return np.logaddexp(0, x), x
 
+    @staticmethod
     def bwd(x, g, needs):
         return (g * _sigmoid(x),)
+
+    @staticmethod
+    def jvp(x, ts):
+        return ts[0] * _sigmoid(x)
 
 
 @primitive
 class relu:
     examples = unary(0.1, 2, sign=True)
 
+    @staticmethod
     def fwd(x):
         return np.maximum(x, 0), x
 
+    @staticmethod
     def bwd(x, g, needs):
         return (g * (x > 0),)
+
+    @staticmethod
+    def jvp(x, ts):
+        return ts[0] * (x > 0)
 
 
 @primitive
@@ -377,9 +586,11 @@ class clip:
     """``clip(x, low=..., high=...)``: the gradient passes strictly inside the bounds."""
     examples = unary(-2, 2, static={"low": -1.0, "high": 1.0})
 
+    @staticmethod
     def fwd(x, low=None, high=None):
         return np.clip(x, low, high), (x, low, high)
 
+    @staticmethod
     def bwd(res, g, needs):
         x, low, high = res
         inside = np.ones(x.shape, dtype=bool)
@@ -388,6 +599,11 @@ class clip:
         if high is not None:
             inside &= x < high
         return (g * inside,)
+
+    @staticmethod
+    def jvp(res, ts):
+        (g,) = clip.bwd(res, ts[0], (True,))    # the same mask: the derivative is diagonal
+        return g
 
 
 # -- linear algebra -----------------------------------------------------------------------------
@@ -399,12 +615,14 @@ class matmul:
                       (((4,), (4, 5)), {}), (((3, 4), (4,)), {}), (((4,), (4,)), {}),
                       (((2, 1, 3, 4), (5, 4, 2)), {}))
 
+    @staticmethod
     def fwd(a, b):
         a_ndim, b_ndim = np.ndim(a), np.ndim(b)
         if a_ndim == 0 or b_ndim == 0 or np.shape(a)[-1] != np.shape(b)[-2 if b_ndim > 1 else 0]:
             raise OpError(f"shapes {np.shape(a)} and {np.shape(b)} do not align")
         return a @ b, (a, b)
 
+    @staticmethod
     def bwd(res, g, needs):
         a, b = res
         # numpy's 1-D rules: a (k,) acts as (1, k), b (k,) as (k, 1), that axis dropped from y;
@@ -422,6 +640,23 @@ class matmul:
             db = db[..., 0] if b.ndim == 1 else db
         return da, db
 
+    @staticmethod
+    def jvp(res, ts):
+        a, b = res
+        ta, tb = ts
+        # as in bwd: 1-D operands become matrices, the tangents likewise, and batch axes are
+        # aligned behind the leading axis of tangents before numpy broadcasts them
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        n = max(a2.ndim, b2.ndim)
+        out = None
+        if ta is not None:
+            out = _lift(ta[..., None, :] if a.ndim == 1 else ta, n) @ b2
+        if tb is not None:
+            out = _plus(out, a2 @ _lift(tb[..., None] if b.ndim == 1 else tb, n))
+        out = out[..., 0, :] if a.ndim == 1 else out
+        return out[..., 0] if b.ndim == 1 else out
+
 
 @primitive
 class linear:
@@ -429,6 +664,7 @@ class linear:
     examples = custom((((3, 4), (5, 4), (5,)), {}), (((2, 3, 4), (5, 4), (5,)), {}),
                       (((4,), (2, 4), (2,)), {}), (((3, 4), (5, 4)), {}))
 
+    @staticmethod
     def fwd(x, weight, bias=None):
         if np.ndim(x) == 0 or np.shape(x)[-1] != np.shape(weight)[-1]:
             raise OpError(f"input of shape {np.shape(x)} has {np.shape(x)[-1] if np.ndim(x) else 0} "
@@ -438,6 +674,7 @@ class linear:
             y += bias
         return y, (x, weight)
 
+    @staticmethod
     def bwd(res, g, needs):
         x, weight = res
         dx = g @ weight if needs[0] else None
@@ -447,6 +684,20 @@ class linear:
         if len(needs) > 2 and needs[2]:
             db = g.reshape(-1, g.shape[-1]).sum(axis=0)
         return (dx, dw, db)[:len(needs)]
+
+    @staticmethod
+    def jvp(res, ts):
+        x, weight = res
+        tx, tw = ts[:2]
+        out = None if tx is None else tx @ weight.T
+        if tw is not None:
+            # x @ tw.T for every tangent as one GEMM over the leading axes of x
+            P, O, I = tw.shape
+            xw = tw.reshape(P * O, I) @ x.reshape(-1, I).T
+            out = _plus(out, np.moveaxis(xw.reshape(P, O, -1), 1, -1).reshape(P, *x.shape[:-1], O))
+        if len(ts) > 2 and ts[2] is not None:
+            out = _plus(out, _lift(ts[2], x.ndim))
+        return out
 
 
 # -- reductions ---------------------------------------------------------------------------------
@@ -466,72 +717,113 @@ _REDUCE = custom((((3, 4),), {}), (((3, 4),), {"axis": 0}), (((2, 3, 4),), {"axi
 
 
 @primitive
-class sum:
+class reduce_sum:
+    name = "sum"
     examples = _REDUCE
 
+    @staticmethod
     def fwd(x, axis=None, keepdims=False):
         return np.sum(x, axis=axis, keepdims=keepdims), (np.shape(x), axis, keepdims)
 
+    @staticmethod
     def bwd(res, g, needs):
         shape, axis, keepdims = res
         return (np.broadcast_to(_expand(g, len(shape), axis, keepdims), shape),)
+
+    @staticmethod
+    def jvp(res, ts):
+        shape, axis, keepdims = res
+        return np.sum(ts[0], axis=_behind(axis, len(shape)), keepdims=keepdims)
 
 
 @primitive
 class mean:
     examples = _REDUCE
 
+    @staticmethod
     def fwd(x, axis=None, keepdims=False):
         y = np.mean(x, axis=axis, keepdims=keepdims)
         return y, (np.shape(x), axis, keepdims, np.size(x) // np.size(y) if np.size(y) else 1)
 
+    @staticmethod
     def bwd(res, g, needs):
         shape, axis, keepdims, n = res
         return (np.broadcast_to(_expand(g, len(shape), axis, keepdims) / n, shape),)
 
+    @staticmethod
+    def jvp(res, ts):
+        shape, axis, keepdims, n = res
+        return np.sum(ts[0], axis=_behind(axis, len(shape)), keepdims=keepdims) / n
+
 
 @primitive
-class max:
+class reduce_max:
     """Maximum over axes; tied maxima share the cotangent equally."""
+    name = "max"
     examples = _REDUCE
 
+    @staticmethod
     def fwd(x, axis=None, keepdims=False):
         y = np.max(x, axis=axis, keepdims=True)
         return (y if keepdims else np.squeeze(y, axis=axis)), (x, y, axis, keepdims)
 
+    @staticmethod
     def bwd(res, g, needs):
         x, y, axis, keepdims = res
         hit = x == y
         return (_expand(g, x.ndim, axis, keepdims) * hit / hit.sum(axis=axis, keepdims=True),)
+
+    @staticmethod
+    def jvp(res, ts):
+        x, y, axis, keepdims = res
+        hit = x == y
+        return np.sum(ts[0] * (hit / hit.sum(axis=axis, keepdims=True)),
+                      axis=_behind(axis, x.ndim), keepdims=keepdims)
 
 
 @primitive
 class softmax:
     examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axis": 1}), (((5,),), {}))
 
+    @staticmethod
     def fwd(x, axis=-1):
         z = np.exp(x - np.max(x, axis=axis, keepdims=True))
         y = z / z.sum(axis=axis, keepdims=True)
         return y, (y, axis)
 
+    @staticmethod
     def bwd(res, g, needs):
         y, axis = res
         gy = g * y
         return (gy - y * gy.sum(axis=axis, keepdims=True),)
+
+    @staticmethod
+    def jvp(res, ts):
+        y, axis = res
+        t = ts[0]
+        return y * (t - (y * t).sum(axis=_behind(axis, y.ndim), keepdims=True))
 
 
 @primitive
 class log_softmax:
     examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axis": 1}), (((5,),), {}))
 
+    @staticmethod
     def fwd(x, axis=-1):
         z = x - np.max(x, axis=axis, keepdims=True)
         y = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
         return y, (y, axis)
 
+    @staticmethod
     def bwd(res, g, needs):
         y, axis = res
         return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
+
+    @staticmethod
+    def jvp(res, ts):
+        y, axis = res
+        t = ts[0]
+        return t - (np.exp(y) * t).sum(axis=_behind(axis, y.ndim), keepdims=True)
 
 
 # -- shapes -------------------------------------------------------------------------------------
@@ -541,11 +833,19 @@ class reshape:
     examples = custom((((3, 4),), {"shape": (2, 6)}), (((2, 3, 4),), {"shape": (-1,)}),
                       (((6,),), {"shape": (3, 1, 2)}))
 
+    @staticmethod
     def fwd(x, shape):
-        return np.reshape(x, shape), np.shape(x)
+        y = np.reshape(x, shape)
+        return y, (np.shape(x), y.shape)
 
-    def bwd(shape, g, needs):
-        return (np.reshape(g, shape),)
+    @staticmethod
+    def bwd(res, g, needs):
+        return (np.reshape(g, res[0]),)
+
+    @staticmethod
+    def jvp(res, ts):
+        t = ts[0]
+        return np.reshape(t, (len(t),) + res[1])
 
 
 @primitive
@@ -553,13 +853,21 @@ class transpose:
     examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axes": (1, 2, 0)}), (((2, 3, 4),), {"axes": (0, 2, 1)}),
                       (((2, 3, 4),), {"axes": (-1, 0, 1)}))
 
+    @staticmethod
     def fwd(x, axes=None):
         y = np.transpose(x, axes)
         # the inverse permutation, from axes made non-negative (argsort of (-1, 0, 1) is not it)
         return y, (None if axes is None else np.argsort([a % y.ndim for a in axes]))
 
+    @staticmethod
     def bwd(inverse, g, needs):
         return (np.transpose(g, inverse),)
+
+    @staticmethod
+    def jvp(inverse, ts):
+        t = ts[0]
+        perm = range(t.ndim - 2, -1, -1) if inverse is None else np.argsort(inverse)
+        return np.transpose(t, (0, *(int(p) + 1 for p in perm)))
 
 
 @primitive
@@ -572,11 +880,13 @@ class getitem:
                       (((5, 4),), {"index": (np.array([1, 3, 1]), slice(1, 3))}),
                       (((5, 4),), {"index": np.array([True, False, True, True, False])}))
 
+    @staticmethod
     def fwd(x, index):
         parts = index if isinstance(index, tuple) else (index,)
         basic = all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
         return x[index], (np.shape(x), index, basic)
 
+    @staticmethod
     def bwd(res, g, needs):
         shape, index, basic = res
         dx = np.zeros(shape, dtype=g.dtype)
@@ -586,30 +896,59 @@ class getitem:
             np.add.at(dx, index, g)
         return (dx,)
 
+    @staticmethod
+    def jvp(res, ts):
+        shape, index, basic = res
+        # index with the tangents' axis moved last, where numpy's placement of advanced-index
+        # axes cannot move it; an Ellipsis is spelled out so that it stops before that axis
+        parts = index if isinstance(index, tuple) else (index,)
+        fill = (slice(None),) * (len(shape) - _consumed(parts))
+        k = next((i for i, p in enumerate(parts) if p is Ellipsis), len(parts))
+        parts = parts[:k] + fill + parts[k + 1:] + (slice(None),)
+        return np.moveaxis(np.moveaxis(ts[0], 0, -1)[parts], -1, 0)
+
 
 @primitive
 class concat:
     examples = custom((((3, 4), (2, 4)), {}), (((3, 4), (3, 2), (3, 1)), {"axis": 1}))
 
+    @staticmethod
     def fwd(*xs, axis=0):
         y = np.concatenate(xs, axis=axis)
-        return y, (np.cumsum([np.shape(x)[axis] for x in xs])[:-1], axis)
+        return y, (np.cumsum([np.shape(x)[axis] for x in xs])[:-1], axis, [np.shape(x) for x in xs])
 
+    @staticmethod
     def bwd(res, g, needs):
-        cuts, axis = res
+        cuts, axis, _ = res
         return tuple(np.split(g, cuts, axis=axis))
+
+    @staticmethod
+    def jvp(res, ts):
+        cuts, axis, shapes = res
+        P = len(next(t for t in ts if t is not None))
+        ts = [np.zeros((P, *s)) if t is None else t for t, s in zip(ts, shapes)]
+        return np.concatenate(ts, axis=axis % len(shapes[0]) + 1)
 
 
 @primitive
 class stack:
     examples = custom((((3, 4), (3, 4)), {}), (((2, 3), (2, 3), (2, 3)), {"axis": -1}))
 
+    @staticmethod
     def fwd(*xs, axis=0):
-        return np.stack(xs, axis=axis), (len(xs), axis)
+        return np.stack(xs, axis=axis), (len(xs), axis, np.shape(xs[0]))
 
+    @staticmethod
     def bwd(res, g, needs):
-        n, axis = res
+        n, axis, _ = res
         return tuple(np.moveaxis(g, axis, 0))
+
+    @staticmethod
+    def jvp(res, ts):
+        n, axis, shape = res
+        P = len(next(t for t in ts if t is not None))
+        ts = [np.zeros((P, *shape)) if t is None else t for t in ts]
+        return np.stack(ts, axis=axis % (len(shape) + 1) + 1)
 
 
 @primitive
@@ -618,11 +957,18 @@ class split:
     multiple_outputs = True
     examples = custom((((6, 4),), {"sections": 3}), (((3, 7),), {"sections": [2, 5], "axis": 1}))
 
+    @staticmethod
     def fwd(x, sections, axis=0):
-        return tuple(np.split(x, sections, axis=axis)), axis
+        return tuple(np.split(x, sections, axis=axis)), (axis, sections, np.ndim(x))
 
-    def bwd(axis, gs, needs):
-        return (np.concatenate(gs, axis=axis),)
+    @staticmethod
+    def bwd(res, gs, needs):
+        return (np.concatenate(gs, axis=res[0]),)
+
+    @staticmethod
+    def jvp(res, ts):
+        axis, sections, ndim = res
+        return tuple(np.split(ts[0], sections, axis=axis % ndim + 1))
 
 
 @primitive
@@ -630,8 +976,14 @@ class astype:
     """Cast to another dtype; the cotangent is cast back by the tape."""
     examples = unary(-2, 2, static={"dtype": np.float64})
 
+    @staticmethod
     def fwd(x, dtype):
         return np.asarray(x).astype(dtype), None
 
+    @staticmethod
     def bwd(res, g, needs):
         return (g,)
+
+    @staticmethod
+    def jvp(res, ts):
+        return ts[0]     # cast to the output's dtype by forward mode, as cotangents by the tape

@@ -444,3 +444,50 @@ def plot_gradient_agreement(agreement, path=None, *, title=None):
 
 
 __all__ += ["plot_fixed_point_training", "plot_gradient_agreement"]
+def plot_credit(rows, path=None, *, T=None, title=None, ax=None):
+    """Gradient alignment against truncation length, one line per cell (``bptt credit``).
+
+    Truncated BPTT (k1 = k2 = k) is a line against k; RTRL (a star) and UORO (a circle with
+    its standard deviation over draws) sit at k = T, adaptive truncation (a square) at the k2
+    it chose, each in its cell's colour.
+
+    Parameters
+    ----------
+    rows : list of dict
+        With ``cell``, ``estimator``, ``k1``, ``k2``, ``cosine`` and ``cosine_std``, as
+        ``bptt.credit.run`` returns them.
+    T : int, optional
+        The sequence length, drawn as a dotted line (where truncation is full BPTT).
+    """
+    from matplotlib.ticker import FormatStrFormatter
+
+    fig, ax = _axes(ax, (6.4, 4.2))
+    cells = list(dict.fromkeys(r["cell"] for r in rows))
+    marks = {"rtrl": ("*", 12), "uoro": ("o", 6), "auto": ("s", 6)}
+    for i, cell in enumerate(cells):
+        colour = f"C{i}"
+        mine = [r for r in rows if r["cell"] == cell]
+        lines = sorted((r["k2"], r["cosine"]) for r in mine
+                       if r["estimator"].startswith("tbptt:") and r["k1"] == r["k2"])
+        if lines:
+            ax.plot(*zip(*lines), "-", color=colour, marker=".", label=f"{cell}: TBPTT(k)")
+        for r in mine:
+            kind = r["estimator"].partition(":")[0]
+            if kind in marks:
+                marker, size = marks[kind]
+                # UORO's error bars side by side rather than on top of each other
+                k = r["k2"] * 2 ** (0.08 * (i - (len(cells) - 1) / 2)) if kind == "uoro" else r["k2"]
+                ax.errorbar([k], [r["cosine"]], yerr=[r["cosine_std"]] if kind == "uoro" else None,
+                            fmt=marker, markersize=size, color=colour, capsize=3, linestyle="none")
+    for kind, (marker, size) in marks.items():
+        ax.plot([], [], marker, color="0.4", markersize=size, linestyle="none",
+                label={"rtrl": "RTRL", "uoro": "UORO (± sd)", "auto": "adaptive k2"}[kind])
+    if T is not None:
+        ax.axvline(T, color="0.6", linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.set_xlabel("truncation length k (k1 = k2)")
+    ax.set_ylabel("cosine with the exact gradient")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _finish(fig, ax, title, path)

@@ -1,4 +1,6 @@
-"""Every primitive's gradient against finite differences, and the operators that reach them."""
+"""Every primitive's gradient and jvp against finite differences, and the operators that reach them."""
+
+import builtins
 
 import numpy as np
 import pytest
@@ -6,8 +8,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import bptt
-import bptt.nn  # noqa: F401  (primitives declared in bptt.nn, e.g. fused recurrent kernels, register on import)
-from bptt import Tensor, ops
+from bptt import Tensor, forward, ops
 from bptt.gradcheck import numerical_grad
 
 
@@ -15,7 +16,7 @@ def _cases():
     """(op name, example number, inputs, static kwargs) for every example of every registered op."""
     cases = []
     rng = np.random.default_rng(0)
-    for name, op in sorted(ops.REGISTRY.items()):
+    for name, op in sorted(ops.registry().items()):
         if op.examples is None:
             continue
         for k, (args, static) in enumerate(op.examples(rng)):
@@ -37,13 +38,13 @@ def _sum_all(terms):
 
 
 def test_every_primitive_declares_examples():
-    missing = [name for name, op in ops.REGISTRY.items() if op.examples is None]
+    missing = [name for name, op in ops.registry().items() if op.examples is None]
     assert not missing, f"primitives without examples (their gradients go unchecked): {missing}"
 
 
 @pytest.mark.parametrize("name, args, static", _cases())
 def test_primitive_gradcheck(name, args, static):
-    op = ops.REGISTRY[name]
+    op = ops.registry()[name]
     inputs = _as_inputs(args)
     assert any(isinstance(t, Tensor) for t in inputs), f"{name}: an example without float inputs checks nothing"
     rng = np.random.default_rng(0)
@@ -146,11 +147,11 @@ def test_binary_broadcasting(name, shapes, seed):
     if name == "div":
         b *= rng.choice([-1.0, 1.0], size=sb)
     ta, tb = Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)
-    y = ops.REGISTRY[name](ta, tb)
+    y = ops.registry()[name](ta, tb)
     np.testing.assert_allclose(y.data, ref(a, b), rtol=1e-15)
     (y * np.linspace(-1, 1, y.size).reshape(y.shape)).sum().backward()
     assert ta.grad.shape == a.shape and tb.grad.shape == b.shape
-    assert bptt.gradcheck(lambda p, q: ops.REGISTRY[name](p, q), [ta, tb])
+    assert bptt.gradcheck(lambda p, q: ops.registry()[name](p, q), [ta, tb])
 
 
 # -- operators and methods map to the primitives -----------------------------------------------
@@ -275,3 +276,133 @@ def test_tanh_gradient_at_large_inputs():
     with np.errstate(over="raise", divide="raise", invalid="raise"):
         x.tanh().sum().backward()
     np.testing.assert_array_equal(x.grad, np.zeros(4))
+
+
+# -- declaration and registration ---------------------------------------------------------------
+
+def test_no_module_level_name_in_ops_shadows_a_builtin():
+    import builtins
+    shadowing = [n for n in vars(ops) if not n.startswith("__") and hasattr(builtins, n)]
+    assert not shadowing, f"bptt.ops shadows builtins: {shadowing}"
+
+
+@pytest.mark.parametrize("public, cls", [("pow", "power"), ("abs", "absolute"), ("sum", "reduce_sum"),
+                                         ("max", "reduce_max")])
+def test_renamed_classes_keep_their_public_names(public, cls):
+    op = getattr(ops, cls)
+    assert op.name == public and ops.registry()[public] is op
+    x = Tensor(np.array([[0.5, 2.0]]), requires_grad=True)
+    y = getattr(bptt, public)(x, 2.0) if public == "pow" else getattr(bptt, public)(x)
+    assert y._entry.op is op
+
+
+def test_registry_holds_the_primitives_declared_outside_ops():
+    table = ops.registry()
+    declared_in = {op.fwd.__module__ for op in table.values()}
+    assert {"bptt.ops", "bptt.nn.kernels"} <= declared_in
+    assert table is not ops.registry()     # a copy: callers cannot unregister by accident
+
+
+def test_error_messages_use_the_primitive_name():
+    with pytest.raises(ValueError, match=r"^sum: .*axis 3"):
+        bptt.sum(Tensor(np.ones((2, 3))), axis=3)
+
+
+# -- forward mode: every primitive's jvp against central differences and against its VJP ------
+
+def _forward_case(name, args, static, P=3, seed=0):
+    """The op, its float64 inputs, P random tangents per float input and the outputs' jvp."""
+    op = ops.registry()[name]
+    if op.jvp is None and op.reference is None:
+        pytest.skip(f"{name} declares no jvp and no reference (forward mode raises JVPError)")
+    rng = np.random.default_rng(seed)
+    inputs = _as_inputs(args)
+    ts = [rng.standard_normal((P, *t.shape)) if isinstance(t, Tensor) else None for t in inputs]
+    out, tout = forward.jvp(lambda *xs: op(*xs, **static), inputs, ts, batched=True)
+    outs = out if isinstance(out, tuple) else (out,)
+    tout = tout if isinstance(tout, tuple) else (tout,)
+    return op, inputs, ts, outs, tout
+
+
+@pytest.mark.parametrize("name, args, static", _cases())
+def test_primitive_jvp_matches_central_differences(name, args, static):
+    op, inputs, ts, outs, tout = _forward_case(name, args, static)
+    eps = 1e-6
+
+    def at(sign, p):
+        xs = [Tensor(t.data + sign * eps * v[p]) if v is not None else t for t, v in zip(inputs, ts)]
+        with bptt.no_grad():
+            out = op(*xs, **static)
+        return [o.data for o in (out if isinstance(out, tuple) else (out,))]
+
+    for p in range(len(ts[next(i for i, v in enumerate(ts) if v is not None)])):
+        for k, (up, down) in enumerate(zip(at(1, p), at(-1, p))):
+            np.testing.assert_allclose(tout[k][p], (up - down) / (2 * eps), rtol=1e-5, atol=1e-7,
+                                       err_msg=f"{name}: output {k}, tangent {p}")
+
+
+@pytest.mark.parametrize("name, args, static", _cases())
+def test_primitive_jvp_is_the_transpose_of_its_vjp(name, args, static):
+    """<u, J v> = <J^T u, v> for random u and v: the jvp and the tape's VJP are one Jacobian."""
+    op, inputs, ts, outs, tout = _forward_case(name, args, static)
+    rng = np.random.default_rng(1)
+    us = [rng.standard_normal(o.shape) for o in outs]
+    out = op(*inputs, **static)
+    _sum_all([(o * u).sum() for o, u in zip(out if isinstance(out, tuple) else (out,), us)]).backward()
+    for p in range(len(tout[0])):
+        u_jv = builtins.sum(float(np.sum(u * t[p])) for u, t in zip(us, tout))
+        jtu_v = builtins.sum(float(np.sum((x.grad if x.grad is not None else 0.0) * v[p]))
+                             for x, v in zip(inputs, ts) if v is not None)
+        assert u_jv == pytest.approx(jtu_v, rel=1e-10, abs=1e-12), f"{name}: tangent {p}"
+
+
+def _unregistered(**rules):
+    """tanh as a primitive built (not registered) from its fwd and bwd and the given ``rules``."""
+    spec = type("fused_tanh", (), {"fwd": staticmethod(lambda x: (np.tanh(x), np.tanh(x))),
+                                   "bwd": staticmethod(lambda y, g, needs: (g * (1 - y * y),)),
+                                   **{k: staticmethod(v) for k, v in rules.items()}})
+    return ops.Primitive(spec)
+
+
+def test_a_primitive_without_jvp_is_named_in_the_error():
+    fused_tanh = _unregistered()
+    x = np.array([0.5, 1.0])
+    with pytest.raises(forward.JVPError, match=r"^fused_tanh: no jvp declared"):
+        forward.jvp(lambda x: fused_tanh(x) * 2.0, [x], [np.ones(2)])
+    # when no tangent reaches it, it needs none
+    y, ty = forward.jvp(lambda x, c: x + fused_tanh(c), [x, Tensor(x)], [np.ones(2), None])
+    np.testing.assert_array_equal(ty, np.ones(2))
+
+
+def test_a_primitive_gets_its_tangents_through_its_reference():
+    fused_tanh = _unregistered(reference=lambda x: 2.0 * bptt.sigmoid(2.0 * x) - 1.0)
+    x = Tensor(np.array([0.3, -1.2, 2.0]), requires_grad=True)
+    v = np.array([1.0, 2.0, -1.0])
+    y, ty = forward.jvp(fused_tanh, [x], [v])
+    np.testing.assert_allclose(y.data, np.tanh(x.data))
+    np.testing.assert_allclose(ty, (1 - np.tanh(x.data) ** 2) * v, rtol=1e-12)
+    # the reference ran for its tangents only: the tape holds the primitive's own entry
+    assert y._entry.op is fused_tanh
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, 1 - np.tanh(x.data) ** 2)
+
+
+def test_jvp_of_a_composition_and_its_errors(rng):
+    a = rng.standard_normal((3, 4))
+    w = rng.standard_normal((5, 4))
+    v = rng.standard_normal((2, 3, 4))
+
+    def f(a, w):
+        return bptt.softmax(bptt.linear(a, w).tanh(), axis=-1).sum(axis=0)
+
+    y, ty = forward.jvp(f, [a, w], [v, None], batched=True)
+    assert ty.shape == (2, 5)
+    for p in range(2):
+        _, t1 = forward.jvp(f, [a, w], [v[p], None])
+        np.testing.assert_allclose(ty[p], t1, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"jvp: primal 0 has shape \(3, 4\) but its tangent \(4,\)"):
+        forward.jvp(f, [a, w], [np.ones(4), None])
+    with pytest.raises(ValueError, match="jvp: 2 primals but 1 tangents"):
+        forward.jvp(f, [a, w], [v])
+    with pytest.raises(RuntimeError, match="nested forward mode"):
+        forward.jvp(lambda x: forward.jvp(bptt.tanh, [x], [np.ones(3)])[0], [np.ones(3)], [np.ones(3)])

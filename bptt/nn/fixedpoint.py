@@ -485,7 +485,7 @@ class FixedPoint(Module):
             u, _, vt = np.linalg.svd(W.data, full_matrices=False)
             # sigma = u1' W v1 with the singular vectors held constant has the exact value and the
             # exact gradient u1 v1' of the spectral norm
-            sigma = ops.sum(ops.matmul(ops.matmul(u[:, 0], W), vt[0]))
+            sigma = ops.reduce_sum(ops.matmul(ops.matmul(u[:, 0], W), vt[0]))
             params[i] = W * ops.minimum(self.contractive / sigma, 1.0)
         return params
 

@@ -213,7 +213,7 @@ def _examples(n_state, shapes, step, option_sets, T=3, B=2, I=3, H=4):
     return custom(*cases)
 
 
-def fused_kernels(name, forward, backward, shapes, state=("h",), examples=({},)):
+def fused_kernels(name, forward, backward, shapes, reference, state=("h",), examples=({},)):
     """Make a cell's step and sequence primitives from one forward and one backward.
 
     Parameters
@@ -232,6 +232,9 @@ def fused_kernels(name, forward, backward, shapes, state=("h",), examples=({},))
         (None for absent biases or what is not needed).
     shapes : callable
         ``shapes(input_size, hidden_size) -> {name: shape}`` of the four parameters.
+    reference : callable
+        The cell's reference step ``(x, state, weights, **options) -> state``; forward mode
+        (``bptt.jvp``) pushes tangents through the primitives by running it, step by step.
     state : tuple of str
         The state's components.
     examples : sequence of dict
@@ -264,6 +267,16 @@ def fused_kernels(name, forward, backward, shapes, state=("h",), examples=({},))
         def bwd(res, gs, needs):
             return grads(res, gs[0], gs[1:], needs)[1][:len(needs)]
 
+        @staticmethod
+        def reference(x, *args, reverse=False, **options):
+            from bptt import ops
+
+            s, ys = tuple(args[:n]), [None] * len(x)
+            for t in (range(len(x) - 1, -1, -1) if reverse else range(len(x))):
+                s = tuple(reference(x[t], s, args[n:], **options))
+                ys[t] = s[0]
+            return (ops.stack(*ys, axis=0), *s)
+
     class step:
         multiple_outputs = n > 1
 
@@ -278,6 +291,11 @@ def fused_kernels(name, forward, backward, shapes, state=("h",), examples=({},))
         def bwd(res, g, needs):
             dx, out = grads(res, None, g if n > 1 else (g,), needs)
             return ((None if dx is None else dx[0]),) + out[1:len(needs)]
+
+        @staticmethod
+        def reference(x, *args, **options):
+            out = tuple(reference(x, tuple(args[:n]), args[n:], **options))
+            return out if n > 1 else out[0]
 
     sequence.__doc__ = (f"A whole {name} layer over a sequence: ``(x, *state, *weights, reverse=False, "
                         f"**options) -> (y, *final_state)``.")

@@ -31,7 +31,7 @@ def _reduce(loss, reduction):
     if reduction == "mean":
         return ops.mean(loss)
     if reduction == "sum":
-        return ops.sum(loss)
+        return ops.reduce_sum(loss)
     return loss
 
 
@@ -89,7 +89,7 @@ def l1_loss(input, target, reduction="mean"):
     Parameters and shapes as ``mse_loss``.
     """
     input, target = _pair("l1_loss", input, target, reduction)
-    return _reduce(ops.abs(input - target), reduction)
+    return _reduce(ops.absolute(input - target), reduction)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0):
@@ -103,7 +103,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
     input, target = _pair("huber_loss", input, target, reduction)
     d = input - target
     # q = min(|d|, delta): 0.5 q^2 + delta (|d| - q) is both branches in one expression
-    a = ops.abs(d)
+    a = ops.absolute(d)
     q = ops.minimum(a, delta)
     return _reduce(0.5 * q * q + delta * (a - q), reduction)
 

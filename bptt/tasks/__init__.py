@@ -20,6 +20,7 @@ import inspect
 from bptt.tasks.base import Task
 from bptt.tasks.forecasting import SeriesTask, from_csv
 from bptt.tasks import forecasting as _fc
+from bptt.tasks.lag import Lag
 from bptt.tasks import toy as _toy
 
 __all__ = ["get", "names", "options", "loss_function", "from_csv", "catalogue", "format_catalogue",
@@ -30,6 +31,7 @@ _REGISTRY = {
     "copy": _toy.CopyMemory,
     "parity": _toy.Parity,
     "recall": _toy.Recall,
+    "lag": Lag,
     "sine": _fc.sine,
     "mackey-glass": _fc.mackey_glass,
     "lorenz": _fc.lorenz,

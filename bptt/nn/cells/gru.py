@@ -120,7 +120,7 @@ CELL = register(CellType(
     gates=("r", "z", "n"),
     equations=EQUATIONS,
     reference=step_reference,
-    fused=kernels.fused_kernels("gru", _forward, _backward, gate_shapes(3)),
+    fused=kernels.fused_kernels("gru", _forward, _backward, gate_shapes(3), step_reference),
     summary="gated recurrent unit, gates r, z, n (PyTorch's nn.GRU)",
 ))
 

@@ -109,7 +109,7 @@ CELL = register(CellType(
     inits=("default", "identity"),
     initialize=_initialize,
     shapes=_shapes,
-    fused=kernels.fused_kernels("indrnn", _forward, _backward, _shapes,
+    fused=kernels.fused_kernels("indrnn", _forward, _backward, _shapes, step_reference,
                                 examples=({"nonlinearity": "tanh"},
                                           {"nonlinearity": "tanh", "recurrent_max": 1.0})),
     summary="independently recurrent network, h' = act(W x + u * h + b) (Li et al. 2018)",

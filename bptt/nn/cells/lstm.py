@@ -134,7 +134,8 @@ CELL = register(CellType(
     options={"forget_bias": Option(0.0, kind=float, init=True,
                                    doc="added to the forget-gate bias at initialisation (1.0 is usual)")},
     initialize=_initialize,
-    fused=kernels.fused_kernels("lstm", _forward, _backward, gate_shapes(4), state=("h", "c")),
+    fused=kernels.fused_kernels("lstm", _forward, _backward, gate_shapes(4), step_reference,
+                                state=("h", "c")),
     summary="long short-term memory, gates i, f, g, o (PyTorch's nn.LSTM)",
 ))
 

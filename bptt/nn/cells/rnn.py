@@ -50,7 +50,7 @@ CELL = register(CellType(
     reference=step_reference,
     options={"nonlinearity": Option("tanh", choices=("tanh", "relu"),
                                     doc="the activation: tanh, or relu (with init='identity': the IRNN)")},
-    fused=kernels.fused_kernels("rnn", _forward, _backward, gate_shapes(1),
+    fused=kernels.fused_kernels("rnn", _forward, _backward, gate_shapes(1), step_reference,
                                 examples=({"nonlinearity": "tanh"}, {"nonlinearity": "relu"})),
     summary="Elman RNN, tanh or relu (PyTorch's nn.RNN)",
 ))
