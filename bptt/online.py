@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import numpy as np
 
@@ -447,7 +448,9 @@ def adaptive_k2(norms, max_bias, k2_max=None, min_lag=0):
         raise ValueError(f"adaptive_k2: k2_max must be a positive integer (or None), got {k2_max!r}")
     a = np.asarray(norms, dtype=np.float64)
     if a.ndim == 2:
-        a = np.nanmean(np.where(a > 0, a, np.nan), axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # a lag no window measured: NaN
+            a = np.nanmean(np.where(a > 0, a, np.nan), axis=0)
     if a.ndim != 1:
         raise ValueError(f"adaptive_k2: norms must be (K,) or (n, K) by lag, got shape {a.shape}")
     a = np.where(np.isfinite(a) & (a > 0), a, 0.0)

@@ -69,8 +69,9 @@ class WindowSchedule:
     backward pass and which pieces it may forget; recording and backpropagating are its own.
     """
 
-    def __init__(self, k1, k2):
+    def __init__(self, k1, k2, keep=None):
         self.k1, self.k2 = k1, k2
+        self.keep = k2 if keep is None else keep    # the longest window a later update may ask for
 
     def piece_length(self, since_update, remaining):
         """Steps the next piece may run: to the next update point or cut point, at most
@@ -90,9 +91,9 @@ class WindowSchedule:
         return t + self.k1 - self.k2
 
     def needed(self, covered, oldest):
-        """Whether the oldest kept piece (``oldest`` steps) is still inside the last k2 of the
-        ``covered`` steps that the kept pieces span."""
-        return covered - oldest < self.k2
+        """Whether the oldest kept piece (``oldest`` steps) is still inside the last ``keep``
+        (k2, or the longest adaptive k2) of the ``covered`` steps that the kept pieces span."""
+        return covered - oldest < self.keep
 
 
 class _Piece:
@@ -188,7 +189,7 @@ class TBPTT:
     """
 
     def __init__(self, model, loss_fn, optimizer, k1, k2=None, clip_norm=None, fast_path=None,
-                 window_loss=None, checkpoint=None):
+                 window_loss=None, checkpoint=None, max_bias=0.1, k2_max=None):
         for name in ("step", "initial_state"):
             if not callable(getattr(model, name, None)):
                 raise TypeError(f"TBPTT: the model needs a {name}() method; "
@@ -198,6 +199,10 @@ class TBPTT:
                 raise TypeError(f"TBPTT: the optimizer needs a {name}() method; "
                                 f"{type(optimizer).__name__} has none")
         k2 = k1 if k2 is None else k2
+        self.adaptive = isinstance(k2, str)
+        if self.adaptive:
+            k2 = self._adaptive_setup(k1, k2, max_bias, k2_max, fast_path)
+            fast_path = False
         for name, k in (("k1", k1), ("k2", k2)):
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
                 raise TypeError(f"TBPTT: {name} must be an integer, got {k!r}")
@@ -211,6 +216,8 @@ class TBPTT:
         self.window_loss = window_loss
         self.k1, self.k2 = int(k1), int(k2)
         self.schedule = WindowSchedule(self.k1, self.k2)
+        if self.adaptive:
+            self.schedule.keep = self.k2_max
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         if isinstance(model, Module):
             self._params = model.parameters()
@@ -232,6 +239,36 @@ class TBPTT:
         self.history = []
         self.steps = 0
         self.reset_state()
+
+    def _adaptive_setup(self, k1, k2, max_bias, k2_max, fast_path):
+        """Check ``k2='auto'``'s options; the first window is the longest, ``k2_max``."""
+        if k2 != "auto":
+            raise ValueError(f"TBPTT: k2 must be an integer >= k1 or 'auto', got {k2!r}")
+        if fast_path:
+            raise ValueError("TBPTT: k2='auto' measures ||dL/dh|| at every lag, so it runs one step "
+                             "at a time; fast_path=True is not available with it")
+        if not (isinstance(max_bias, (int, float)) and 0 < max_bias < 1):
+            raise ValueError(f"TBPTT: max_bias must be in (0, 1), got {max_bias!r}")
+        k2_max = 8 * k1 + 8 if k2_max is None else k2_max
+        if isinstance(k2_max, bool) or not isinstance(k2_max, (int, np.integer)) or k2_max < k1 + 2:
+            raise ValueError(f"TBPTT: k2_max must be an integer >= k1 + 2 = {k1 + 2} (two lags "
+                             f"beyond the window's losses to fit a decay), got {k2_max!r}")
+        self.max_bias, self.k2_max = float(max_bias), int(k2_max)
+        self._curves = deque(maxlen=8)     # ||dL/dh_{t-lag}|| of the last windows, by lag
+        return self.k2_max
+
+    def _choose_k2(self, curve):
+        """The next window's k2 from the decay measured in the last windows (``bptt.online.
+        adaptive_k2``): the smallest whose geometric-tail bound on the bias of the oldest loss
+        of a window is at most ``max_bias``; unchanged while fewer than two lags are measured."""
+        from bptt.online import adaptive_k2
+
+        self._curves.append(curve)
+        try:
+            k = adaptive_k2(np.array(self._curves), self.max_bias, k2_max=self.k2_max, min_lag=self.k1)
+        except ValueError:
+            return
+        self.k2 = self.schedule.k2 = min(self.k2_max, max(self.k1, self.k1 - 1 + k))
 
     # -- public -----------------------------------------------------------------------------
     def reset_state(self):
@@ -386,14 +423,21 @@ class TBPTT:
             window.append(piece if fresh else self._replay(piece, max(cut, piece.start)))
         n, self._last = t - self._last, t
         self.optimizer.zero_grad()
-        value = self._backward(window, t - n, self.schedule.next_cut(t))
-        return self._step_optimizer(value)
+        curve = np.full(self.k2_max + 1, np.nan) if self.adaptive else None
+        value = self._backward(window, t - n, self.schedule.next_cut(t), curve)
+        record = self._step_optimizer(value)
+        if self.adaptive:
+            record["k2"] = self.schedule.k2
+            self._choose_k2(curve)
+        return record
 
-    def _backward(self, window, first_loss, next_cut):
+    def _backward(self, window, first_loss, next_cut, curve=None):
         """Chain cotangents through ``window`` (pieces, newest first); the pieces from
         ``first_loss`` on carry the losses.  A piece that starts before ``next_cut``, the
         next planned window's start, is used for the last time here: if it can be replayed (for a
-        finish), its entries are freed; otherwise it stays until it leaves the last k2 steps."""
+        finish), its entries are freed; otherwise it stays until it leaves the last k2 steps.
+        ``curve`` (by lag behind the current step), when given, gets the norm of the cotangent
+        reaching each piece's entering state."""
         # pieces never straddle an update point, so a piece carries losses whole or not at all
         carrying = [p for p in window if p.start >= first_loss and p.losses is not None]
         den = max(1.0, math.fsum(math.fsum(p.m) for p in carrying))
@@ -426,6 +470,9 @@ class TBPTT:
                 g = tuple(leaf.grad for leaf in piece.leaf)
                 for leaf in piece.leaf:
                     leaf.grad = None
+                if curve is not None:
+                    curve[self._pos - piece.start] = math.sqrt(
+                        math.fsum(float(np.vdot(gi, gi)) for gi in g if gi is not None))
             if last_use:
                 piece.free()
         return math.fsum(values)

@@ -607,3 +607,38 @@ def test_float32_models_stay_float32(k1, k2):
     assert len(records) == 10 // k1
     assert all(g.dtype == np.float32 and np.isfinite(g).all() for grads in opt.grads for g in grads)
     assert all(p.dtype == np.float32 for p in model.parameters())
+
+
+# -- adaptive truncation ------------------------------------------------------------------------
+
+def test_auto_k2_picks_the_analytic_length_on_a_linear_regime_rnn(rng):
+    """W_hh = rho Q (Q orthogonal) and tiny inputs: tanh' = 1 to 1e-6, so ||dL/dh|| shrinks by
+    rho per step beyond the window's losses, and the bound rho^K <= max_bias gives
+    K = ceil(log max_bias / log rho): k2 = k1 - 1 + K."""
+    k1, rho, max_bias = 5, 0.5, 0.1
+    model = nn.SequenceModel("rnn", 1, 6, 1, dtype=F64, rng=rng)
+    q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    model.rnn.weight_hh_l0.data = rho * q
+    model.rnn.bias_ih_l0.data[:] = 0
+    model.rnn.bias_hh_l0.data[:] = 0
+    trainer = TBPTT(model, nn.mse_loss, SGD(model.parameters(), lr=0.0), k1=k1, k2="auto",
+                    max_bias=max_bias, k2_max=30)
+    x = 1e-4 * rng.standard_normal((60, 2, 1))
+    records = trainer.run(x, np.zeros((60, 2, 1)))
+    expected = k1 - 1 + math.ceil(math.log(max_bias) / math.log(rho))
+    # the first window (t = 5) reaches back to the stream's start only, lag 5: one lag beyond its
+    # losses is too few to fit, so the second runs at k2_max too and measures lags 5 .. 10
+    assert [r["k2"] for r in records[:3]] == [30, 30, expected]
+    assert {r["k2"] for r in records[2:]} == {expected}
+    assert trainer.tape_length <= 30
+
+
+def test_auto_k2_options_are_checked():
+    model = nn.SequenceModel("rnn", 1, 2, 1)
+    opt = SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="k2 must be an integer >= k1 or 'auto', got 'aut'"):
+        TBPTT(model, nn.mse_loss, opt, k1=2, k2="aut")
+    with pytest.raises(ValueError, match=r"max_bias must be in \(0, 1\), got 1.5"):
+        TBPTT(model, nn.mse_loss, opt, k1=2, k2="auto", max_bias=1.5)
+    with pytest.raises(ValueError, match=r"k2_max must be an integer >= k1 \+ 2 = 4"):
+        TBPTT(model, nn.mse_loss, opt, k1=2, k2="auto", k2_max=3)
