@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from bptt.config import integer
 from bptt.data import Scaler, chronological_split, read_csv, windows
 from bptt.tasks import baselines as bl
 from bptt.tasks.base import Task
@@ -235,9 +236,7 @@ class SeriesTask(Task):
 
 
 def _int(task, label, value, least):
-    if isinstance(value, bool) or int(value) != value or value < least:
-        raise ValueError(f"task {task!r}: {label} must be an integer >= {least}, got {value!r}")
-    return int(value)
+    return integer(value, label, f"task {task!r}", least)
 
 
 def _univariate(name, z, column, **options):
