@@ -107,7 +107,7 @@ def lock(out, echo):
         f.seek(0)
         f.truncate()
         json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                   "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+                   "command": _command(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
         f.flush()
         clean_temporaries(out)
         try:
@@ -117,6 +117,13 @@ def lock(out, echo):
             f.truncate()
             f.flush()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _command():
+    """The command line of this process, ``bptt ...`` when it is the bptt command."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    prog = "bptt" if prog in ("bptt", "__main__.py") else prog
+    return " ".join([prog] + sys.argv[1:])
 
 
 def _read_holder(f):
