@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,12 +65,17 @@ def model_arrays(run_dir):
             if k.startswith(("model.", "optim.", "rng."))}
 
 
-@pytest.fixture
-def run(tmp_path):
-    """A finished tiny run (6 steps, checkpoints at 3 and 6)."""
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("template") / "run"
     training.train(TrainConfig(**TINY), out, echo=lambda m: None)
     return out
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    """A copy of a finished tiny run (6 steps, checkpoints at 3 and 6)."""
+    return shutil.copytree(finished, tmp_path / "run")
 
 
 # -- fault injection: kill -9 at write points ---------------------------------------------------
