@@ -317,3 +317,37 @@ def test_default_run_solves_the_adding_problem(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     stored = json.loads((tmp_path / "runs" / "adding-lstm" / "result.json").read_text())
     assert stored["test"] < 0.01 < stored["baselines"]["constant 1.0"]
+
+
+def test_progress_goes_through_the_object_the_caller_passes(tmp_path):
+    seen = []
+
+    class Recorder:
+        def __init__(self, total):
+            seen.append(("total", total))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen.append(("closed",))
+
+        def update(self, steps, loss):
+            seen.append((steps, round(loss, 6) > 0))
+
+    training.train(TrainConfig(**{**TINY, "k1": 3}), tmp_path / "a", progress=Recorder, echo=lambda m: None)
+    assert seen == [("total", 6), (2, True), (2, True), (2, True), ("closed",)]
+    # True is the command line's click bar (hidden when stderr is not a terminal)
+    result = training.train(TrainConfig(**{**TINY, "steps": 2}), tmp_path / "b", progress=True,
+                            echo=lambda m: None)
+    assert result["steps"] == 2
+
+
+def test_train_does_not_import_click():
+    import subprocess
+    import sys
+
+    code = "import sys, bptt.train; print('click' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(training.__file__))))
+    assert out.stdout.strip() == "False", out.stderr
