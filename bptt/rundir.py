@@ -261,6 +261,8 @@ def _kept_rows(path, step):
     """Rows 1..step of the log and how many rows it holds; a row an interrupted write left
     incomplete is dropped."""
     rows = _read_rows(path)
+    if rows is None and step == 0:     # killed before the log was started
+        return [], None
     if rows is None:
         raise CorruptRun(f"{path}: missing; the checkpoint is at step {step} but its history is gone")
     kept = [r for r in rows[1:] if len(r) == len(METRIC_COLUMNS) and r[0].isdigit()

@@ -315,7 +315,7 @@ class _Run:
         arrays["rng.data"] = _json_array(self.data_rng.bit_generator.state)
         arrays["step"] = np.asarray(self.step, dtype=np.int64)
         arrays["seconds"] = np.asarray(self.seconds, dtype=np.float64)
-        arrays["meta"] = np.asarray(json.dumps(self.meta))
+        arrays["meta"] = np.asarray(json.dumps({**self.meta, "steps": self.config.steps}))
         if self.gradflow_start is not None:
             arrays["gradflow_start"] = self.gradflow_start
         return arrays
@@ -492,9 +492,20 @@ def resume(out, steps=None, progress=False, on_update=None, echo=None):
     """
     out = os.fspath(out)
     echo = echo or _stderr
-    if not os.path.isfile(os.path.join(out, CONFIG)):
+    if not any(os.path.isfile(os.path.join(out, n)) for n in (CONFIG, CHECKPOINT)):
         raise ConfigError("--resume", f"{out}: not a run directory (no {CONFIG})")
     with rundir.lock(out, echo):
+        if not os.path.exists(os.path.join(out, CONFIG)):
+            # killed between its first checkpoint and config.json: the checkpoint has it all
+            meta = rundir.load_checkpoint(out, "--resume")["meta"]
+            try:
+                stored = {**meta["config"], "steps": meta["steps"]}
+            except (KeyError, TypeError):
+                raise rundir.CorruptRun(f"{out}: no {CONFIG}, and {CHECKPOINT} does not record "
+                                        f"the configuration either") from None
+            save_json(os.path.join(out, CONFIG), stored)
+            echo(f"note: {out} lacked {CONFIG} (a run killed as it started); restored it from "
+                 f"{CHECKPOINT}")
         config, task = _load_config(out, "--resume")
         arrays = rundir.load_checkpoint(out, "--resume")
         run = _Run(config, task, out)

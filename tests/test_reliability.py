@@ -252,6 +252,23 @@ def test_leftovers_of_a_run_killed_before_its_checkpoint_are_not_in_the_way(tmp_
     assert not (out / ".tmp-abc123").exists()
 
 
+def test_a_run_killed_right_after_its_first_checkpoint_resumes(tmp_path):
+    # the first checkpoint is written before config.json and metrics.csv, and records the
+    # configuration: a kill in between leaves a run that resumes as if nothing had happened
+    out = tmp_path / "cut"
+    out.mkdir()
+    first = training._Run(*training.prepare(TrainConfig(**TINY)), str(out))   # as train() builds it
+    first.gradflow_start = first.gradient_curves()
+    np.savez(out / "checkpoint.npz", **first.snapshot())
+    messages = []
+    training.resume(out, echo=messages.append)
+    assert "lacked config.json (a run killed as it started); restored it" in messages[0]
+    training.train(TrainConfig(**TINY), tmp_path / "whole", echo=lambda m: None)
+    assert rows_without_seconds(out) == rows_without_seconds(tmp_path / "whole")
+    a, b = model_arrays(out), model_arrays(tmp_path / "whole")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in b)
+
+
 def test_temporaries_of_interrupted_writes_are_removed_on_resume(run):
     (run / ".tmp-x1").write_bytes(b"")
     (run / ".tmp-x2").write_bytes(b"partial")
