@@ -133,8 +133,7 @@ def _check_history(out):
     return step
 
 
-def _kill_and_resume(tmp_path, seed, kills):
-    steps = 12
+def _kill_and_resume(tmp_path, seed, kills, steps):
     reference = tmp_path / "whole"
     training.train(TrainConfig(**{**TINY, "steps": steps, "val_every": 2}), reference, echo=lambda m: None)
     out = tmp_path / "killed"
@@ -144,7 +143,7 @@ def _kill_and_resume(tmp_path, seed, kills):
     for _ in range(kills):
         started = os.path.exists(out / "checkpoint.npz")
         args = ["train", "--resume", out] if started else fresh
-        done = _child(int(rng.integers(1, 25)), args)
+        done = _child(int(rng.integers(1, 2 * steps)), args)   # about 2.5 write events a step
         assert "Traceback" not in done.stderr, done.stderr
         if done.returncode == -signal.SIGKILL:
             killed += 1
@@ -164,13 +163,13 @@ def _kill_and_resume(tmp_path, seed, kills):
 
 
 def test_kill_9_at_write_points_never_shortens_the_history(tmp_path):
-    assert _kill_and_resume(tmp_path, seed=0, kills=3) >= 2
+    assert _kill_and_resume(tmp_path, seed=0, kills=3, steps=12) >= 2
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(5))
 def test_kill_9_at_write_points_many(tmp_path, seed):
-    assert _kill_and_resume(tmp_path, seed=seed, kills=8) >= 4
+    assert _kill_and_resume(tmp_path, seed=seed, kills=8, steps=40) >= 4
 
 
 def test_the_resume_rewrite_is_atomic(run, monkeypatch):
