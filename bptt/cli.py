@@ -1,14 +1,96 @@
-"""The ``bptt`` command: a thin click group; each subcommand calls into the package."""
+"""The ``bptt`` command: a thin click group; each subcommand calls into the package.
+
+Every subcommand runs inside one guard (``Guarded``): the package's own errors become one clear
+message, never a traceback.  A ``ConfigError`` is a usage error (exit status 2) naming the
+option; a ``RunError`` (a locked, corrupt or mismatched run, a diverged loss), an ``OSError``
+(a file that cannot be read or written) and a ``MemoryError`` are stated runtime errors (exit
+status 1); Ctrl-C exits with 130.
+"""
 
 from __future__ import annotations
 
+import math
+import sys
+
 import click
 
+from bptt.config import ConfigError, RunError
 from bptt.gradflow import DEFAULT_CELLS
 from bptt.train import CELLS, INITS, NONLINEARITIES, OPTIMIZERS, TrainConfig
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Guarded(click.Group):
+    """A click group whose subcommands, all of them, report the package's errors as messages."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as err:
+            raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
+        except RunError as err:
+            raise click.ClickException(str(err)) from None
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename else ""
+            raise click.ClickException(f"{where}{err.strerror or err}") from None
+        except MemoryError as err:
+            raise click.ClickException(f"out of memory ({err or 'an allocation failed'}); "
+                                       f"try smaller sizes") from None
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
+
+
+class _Finite(click.ParamType):
+    """A finite float (NaN and infinity refused), optionally above ``low``."""
+
+    name = "float"
+
+    def __init__(self, low=-math.inf, low_open=False):
+        self.low, self.low_open = low, low_open
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if v < self.low or (self.low_open and v == self.low):
+            self.fail(f"{v} is not in the range x{'>' if self.low_open else '>='}{self.low:g}", param, ctx)
+        return v
+
+
+class ProgressBar:
+    """click's progress bar on standard error, for ``bptt.train.train(progress=ProgressBar)``.
+
+    Hidden unless standard error is a terminal; ``update(steps, loss)`` advances it by the
+    updates a sequence made and shows the running loss.
+    """
+
+    def __init__(self, total):
+        self.loss = None
+        self.bar = click.progressbar(length=total, label="training", show_pos=True, file=sys.stderr,
+                                     item_show_func=self._show, hidden=not sys.stderr.isatty())
+
+    def _show(self, _):
+        return "" if self.loss is None else f"loss {self.loss:.4g}"
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def update(self, steps, loss):
+        self.loss = loss
+        self.bar.update(steps)
+
+
+def _echo_err(message):
+    click.echo(message, err=True)
+
+
+@click.group(cls=Guarded, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bptt")
 def main():
     """bptt: train recurrent networks with backpropagation through time and see how their
@@ -40,9 +122,9 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--k2", default=None, type=_POSITIVE, help="Backpropagate k2 steps, k2 >= k1  [default: k1]")
 @click.option("--optimizer", default=_TRAIN_DEFAULTS.optimizer, show_default=True,
               type=click.Choice(list(OPTIMIZERS)))
-@click.option("--lr", default=None, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=None, type=_Finite(low=0, low_open=True),
               help="Learning rate  [default: " + ", ".join(f"{k} {v[1]:g}" for k, v in OPTIMIZERS.items()) + "]")
-@click.option("--clip", default=_TRAIN_DEFAULTS.clip, show_default=True, type=click.FloatRange(min=0),
+@click.option("--clip", default=_TRAIN_DEFAULTS.clip, show_default=True, type=_Finite(low=0),
               help="Clip the gradient norm to this (0: no clipping).")
 @click.option("--batch", default=_TRAIN_DEFAULTS.batch, show_default=True, type=_POSITIVE)
 @click.option("--steps", default=None, type=_POSITIVE,
@@ -51,7 +133,7 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--seed", default=_TRAIN_DEFAULTS.seed, show_default=True, type=int)
 @click.option("--val-every", default=_TRAIN_DEFAULTS.val_every, show_default=True, type=_POSITIVE,
               help="Validate and checkpoint every this many steps.")
-@click.option("--forget-bias", default=_TRAIN_DEFAULTS.forget_bias, show_default=True, type=float,
+@click.option("--forget-bias", default=_TRAIN_DEFAULTS.forget_bias, show_default=True, type=_Finite(),
               help="Added to the LSTM forget-gate bias at initialisation.")
 @click.option("--init", default=_TRAIN_DEFAULTS.init, show_default=True, type=click.Choice(INITS),
               help="Recurrent weight initialisation.")
@@ -81,26 +163,20 @@ def train(ctx, resume, out, progress, steps, **options):
     """
     from bptt import train as training
 
-    try:
-        if resume is not None:
-            given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "steps", "progress")
-                     and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
-            if given:
-                raise click.UsageError(f"--resume continues a run with its saved configuration; "
-                                       f"only --steps may be given with it, not {', '.join(given)}")
-            result = training.resume(resume, steps=steps, progress=progress)
-            out = resume
-        else:
-            options["columns"] = list(options["columns"])
-            config = TrainConfig(steps=steps or _TRAIN_DEFAULTS.steps, **options)
-            out = out or training.default_out(config)
-            result = training.train(config, out, progress=progress)
-    except training.ConfigError as err:
-        raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
-    except training.TrainingDiverged as err:
-        raise click.ClickException(str(err)) from None
-    except KeyboardInterrupt:
-        ctx.exit(130)
+    bar = ProgressBar if progress else None
+    if resume is not None:
+        given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "steps", "progress")
+                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--resume continues a run with its saved configuration; "
+                                   f"only --steps may be given with it, not {', '.join(given)}")
+        result = training.resume(resume, steps=steps, progress=bar, echo=_echo_err)
+        out = resume
+    else:
+        options["columns"] = list(options["columns"])
+        config = TrainConfig(steps=steps or _TRAIN_DEFAULTS.steps, **options)
+        out = out or training.default_out(config)
+        result = training.train(config, out, progress=bar, echo=_echo_err)
     click.echo(training.summary_line(result, out))
 
 
@@ -113,10 +189,7 @@ def evaluate(run_dir, as_json):
 
     from bptt import train as training
 
-    try:
-        result = training.evaluate(run_dir)
-    except (FileNotFoundError, training.ConfigError) as err:
-        raise click.BadParameter(str(err), param_hint="'RUN_DIR'") from None
+    result = training.evaluate(run_dir)
     click.echo(json.dumps(result, indent=2) if as_json else training.summary_line(result, run_dir))
 
 
@@ -143,13 +216,13 @@ def tasks(as_json):
 @click.option("--layers", default=1, show_default=True, type=_POSITIVE)
 @click.option("--init", default="default", show_default=True, type=click.Choice(INITS),
               help="Recurrent weight initialisation of cells that do not set their own.")
-@click.option("--forget-bias", default=0.0, show_default=True, type=float,
+@click.option("--forget-bias", default=0.0, show_default=True, type=_Finite(),
               help="LSTM forget-gate bias of LSTMs that do not set their own.")
 @click.option("--nonlinearity", default=None, type=click.Choice(NONLINEARITIES),
               help="Of cells with a nonlinearity option that do not set their own  [default: the cell's own]")
 @click.option("--train-steps", default=0, show_default=True, type=click.IntRange(min=0),
               help="Adam updates on the task before measuring.")
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=1e-3, show_default=True, type=_Finite(low=0, low_open=True),
               help="Adam's learning rate for --train-steps.")
 @click.option("--task", default="adding", show_default=True, help="A task of `bptt tasks`; draws x and y.")
 @click.option("--seeds", default=5, show_default=True, type=_POSITIVE, help="Models (and batches) per cell.")
@@ -168,12 +241,8 @@ def gradflow(**options):
     truncation length k2 (the window holding 99% of the gradient).
     """
     from bptt import gradflow as experiment
-    from bptt.train import ConfigError
 
-    try:
-        experiment.run(echo=click.echo, **options)
-    except ConfigError as err:
-        raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
+    experiment.run(echo=click.echo, **options)
 
 
 @main.command()

@@ -3,7 +3,13 @@
 Two kinds of caller share these checks.  The API (a layer, a task, a trainer) raises a
 ``ValueError`` that names itself and the argument: ``GRU: hidden_size must be a positive integer,
 got 0``.  The command line and run configurations raise ``ConfigError``, which names the option
-as the user wrote it: ``--steps: need a positive integer, got 0``.
+as the user wrote it: ``--steps: need a positive integer, got 0`` (or the file and key it was
+read from: ``runs/a/config.json: key 'steps': ...``).
+
+The package's errors come in two kinds, which the command line reports differently: a
+``ConfigError`` is a usage error (the user asked for something invalid; exit status 2), a
+``RunError`` a stated runtime error (a run that cannot go on as asked: a locked, corrupt or
+mismatched run directory, a diverged loss; exit status 1).
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["ConfigError", "integer", "option_integer", "option_choice", "option_float"]
+import numpy as np
+
+__all__ = ["ConfigError", "RunError", "integer", "option_integer", "option_choice", "option_float",
+           "check_finite"]
 
 
 class ConfigError(ValueError):
@@ -21,6 +30,10 @@ class ConfigError(ValueError):
         super().__init__(f"{option}: {message}")
         self.option = option
         self.message = message
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on as asked; the message says what was found and what to do."""
 
 
 def _is_integer(value, least):
@@ -53,13 +66,34 @@ def option_choice(value, allowed, option):
     return value
 
 
-def option_float(value, option, low=-math.inf, low_open=False):
-    """``value`` as a finite ``float`` above ``low`` (or at it unless ``low_open``), else a ConfigError."""
+def option_float(value, option, low=-math.inf, low_open=False, what="a finite number"):
+    """``value`` as a finite ``float`` above ``low`` (or at it unless ``low_open``), else a
+    ConfigError ``"need {what} > low, got ..."``; NaN and infinity are always refused."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise ConfigError(option, f"need a number, got {value!r}") from None
     if not math.isfinite(v) or v < low or (low_open and v == low):
         bound = "" if low == -math.inf else f" {'>' if low_open else '>='} {low:g}"
-        raise ConfigError(option, f"need a finite number{bound}, got {value!r}")
+        finite = "" if math.isfinite(v) else " (NaN and infinity are refused)"
+        raise ConfigError(option, f"need {what}{bound}, got {value!r}{finite}")
     return v
+
+
+def check_finite(who, **arrays):
+    """Raise a ValueError naming the array and its first NaN or infinite element, if any.
+
+    An array named ``mask`` must also hold no negative weight.
+    """
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(a)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{who}: {name} holds a non-finite value ({float(a[at])}) at index {at} "
+                             f"(shape {a.shape})")
+        if name == "mask" and (a < 0).any():
+            at = tuple(int(i) for i in np.argwhere(a < 0)[0])
+            raise ValueError(f"{who}: mask weights must be >= 0, got {float(a[at])} at index {at}")

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from bptt.config import integer
 from bptt.rng import generator
 
 __all__ = ["batches", "CSVError", "read_csv", "chronological_split", "Scaler", "windows"]
@@ -42,9 +43,7 @@ def batches(arrays, batch_size=None, shuffle=True, rng=None, axis=0):
         raise ValueError(f"batches: arrays hold different numbers of examples along axis {axis}: "
                          f"shapes {[a.shape for a in arrays]}")
     n = sizes.pop()
-    size = n if batch_size is None else int(batch_size)
-    if size < 1:
-        raise ValueError(f"batches: batch_size must be a positive integer or None, got {batch_size!r}")
+    size = n if batch_size is None else integer(batch_size, "batch_size", "batches")
     order = generator(rng).permutation(n) if shuffle else np.arange(n)
     for start in range(0, n, size):
         idx = order[start:start + size]
@@ -252,8 +251,7 @@ def windows(a, starts, length):
     """
     a = np.asarray(a)
     starts = np.asarray(starts, dtype=np.int64).reshape(-1)
-    if length < 1:
-        raise ValueError(f"windows: length must be >= 1, got {length}")
+    length = integer(length, "length", "windows")
     if starts.size and (starts.min() < 0 or starts.max() + length > len(a)):
         raise ValueError(f"windows: starts must lie in [0, {len(a) - length}] for length {length} "
                          f"over {len(a)} points, got [{starts.min()}, {starts.max()}]")

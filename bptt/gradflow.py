@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bptt.diagnostics import decay_rate, hidden_grad_norms, memory_horizon, suggest_truncation
-from bptt.config import ConfigError
+from bptt.config import ConfigError, option_integer
 from bptt.nn import cell as cell_registry
 from bptt.train import NONLINEARITIES
 
@@ -312,8 +312,7 @@ def write_csv(path, results):
 
 
 def _positive(option, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(option, f"need a positive integer, got {value!r}")
+    option_integer(value, option)
 
 
 def run(cells=None, *, seq_len=200, hidden=64, layers=1, init="default", forget_bias=0.0, nonlinearity=None,

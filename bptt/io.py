@@ -10,21 +10,41 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["atomic_open", "save_npz", "load_npz", "save_json"]
+__all__ = ["atomic_open", "save_npz", "load_npz", "save_json", "TEMP_PREFIX"]
+
+#: Name prefix of the temporary files ``atomic_open`` writes; a kill -9 mid-write leaves one.
+TEMP_PREFIX = ".tmp-"
+
+
+def _umask():
+    # os.umask can only be read by setting it; /proc reports it without that (Linux >= 4.7)
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode="wb"):
+def atomic_open(path, mode="wb", **options):
     """Write ``path`` through a temporary file beside it, renamed over it on success.
 
     A crash or an exception mid-write leaves the previous file intact, never a truncated one.
+    The file gets the permissions a plain ``open`` would (0666 less the umask).  ``options``
+    go to ``open`` (``newline``, ``encoding``).
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
     try:
-        with os.fdopen(fd, mode) as f:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode, **options) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

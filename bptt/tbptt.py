@@ -39,6 +39,7 @@ import numpy as np
 
 from bptt import checkpoint as checkpointing
 from bptt import functional as F
+from bptt.config import check_finite
 from bptt.nn.module import Module
 from bptt.optim import clip_grad_norm
 from bptt.tape import Tensor, no_grad
@@ -300,6 +301,12 @@ class TBPTT:
         mask : array_like, optional
             Weight of each step's loss (0 for steps without one); all ones when None.
 
+        Raises
+        ------
+        ValueError
+            Naming the array and the first index of a NaN or infinite value in x, y or mask, or
+            of a negative mask weight.
+
         Returns
         -------
         list of dict
@@ -322,6 +329,7 @@ class TBPTT:
             if mask.shape != (T,):
                 raise ValueError(f"TBPTT.run: mask must have shape (T,) = ({T},), one weight per "
                                  f"step, got {mask.shape}")
+        check_finite("TBPTT.run", x=x, y=_data(y), mask=mask)
         if self.state is None:
             self.state = self._detached(self.model.initial_state(x.shape[1]))
         records = []

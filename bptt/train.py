@@ -41,6 +41,7 @@ in the checkpoint, so they never coincide with the task's fixed validation and t
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -48,19 +49,20 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 
-import click
 import numpy as np
 
 import bptt
 from bptt import rng as bptt_rng
-from bptt.config import ConfigError
+from bptt import rundir
+from bptt.config import ConfigError, RunError, option_choice, option_float, option_integer
+from bptt.io import save_json, save_npz
 from bptt.nn import cell as cell_registry
-from bptt.io import load_npz, save_json, save_npz
+from bptt.rundir import CHECKPOINT, CONFIG, METRIC_COLUMNS, METRICS, RESULT, RunMismatch, read_metrics
 
-__all__ = ["TrainConfig", "ConfigError", "TrainingDiverged", "train", "resume", "evaluate",
+__all__ = ["TrainConfig", "ConfigError", "RunError", "TrainingDiverged", "train", "resume", "evaluate",
            "summary_line", "default_out", "read_metrics", "prepare", "build_task", "build_model",
-           "build_optimizer", "predict",
-           "OPTIMIZERS", "CELLS", "INITS", "NONLINEARITIES", "METRIC_COLUMNS"]
+           "build_optimizer", "predict", "memory_estimate", "task_fingerprint",
+           "OPTIMIZERS", "CELLS", "INITS", "NONLINEARITIES", "METRIC_COLUMNS", "SCORE_STEPS"]
 
 CELLS = cell_registry.names()
 INITS = cell_registry.INITS
@@ -78,8 +80,9 @@ OPTIMIZERS = {
     "adadelta": ("Adadelta", 1.0),
     "adamw": ("AdamW", 1e-2),
 }
-METRIC_COLUMNS = ("step", "train_loss", "val_metric", "grad_norm", "clipped", "lr", "seconds")
-CONFIG, METRICS, CHECKPOINT, RESULT = "config.json", "metrics.csv", "checkpoint.npz", "result.json"
+#: Example-steps (examples times T) that ``predict`` runs at once: bounds the memory of scoring
+#: long sequences (about 100 MB for a 64-unit LSTM) without slowing short ones.
+SCORE_STEPS = 65536
 #: The training-batch stream is seeded from (seed, this tag), never from ``seed`` alone, so it
 #: cannot coincide with a task's fixed validation or test stream drawn from the same integer.
 _DATA_STREAM = 0x7472616E
@@ -87,7 +90,7 @@ _DATA_STREAM = 0x7472616E
 _GRADFLOW_EXAMPLES = 32
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunError):
     """The loss or gradient norm became NaN or infinite; the last good checkpoint was kept."""
 
 
@@ -127,17 +130,23 @@ class TrainConfig:
 def prepare(config):
     """Validate ``config`` and build its task; return ``(resolved config, task)``.
 
-    The resolved copy has seq_len, k1, k2 and lr filled in.
+    The resolved copy has seq_len, k1, k2 and lr filled in, and ``data`` made an absolute path.
 
     Raises
     ------
     ConfigError
         Naming the option, the value and what is allowed; also a task (a CSV) that cannot be
-        built, with the task's own message (a CSV's names the file and line).
+        built, with the task's own message (a CSV's names the file and line), and sizes whose
+        arrays would not fit in this machine's memory (saying how much they ask for).
     """
     from bptt import tasks
 
     c = TrainConfig(**asdict(config))
+    for option, value in (("--data", c.data), ("--target", c.target)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(option, f"need a file name or column name, got {value!r}")
+    if not isinstance(c.columns, (list, tuple)) or not all(isinstance(v, str) for v in c.columns):
+        raise ConfigError("--column", f"need a list of column names, got {c.columns!r}")
     c.columns = list(c.columns)
     if c.data is None and c.task not in tasks.names():
         raise ConfigError("--task", f"unknown task {c.task!r}; choose from {', '.join(tasks.names())}")
@@ -145,10 +154,11 @@ def prepare(config):
         raise ConfigError("--data", "--column and --target select columns of a CSV given with --data")
     if c.data is not None and not c.target:
         raise ConfigError("--target", f"name the column of {c.data} to forecast")
+    if c.data is not None:
+        c.data = os.path.abspath(c.data)
     for option, value, allowed in (("--cell", c.cell, cell_registry.names()),
                                    ("--optimizer", c.optimizer, tuple(OPTIMIZERS))):
-        if value not in allowed:
-            raise ConfigError(option, f"unknown value {value!r}; choose from {', '.join(allowed)}")
+        option_choice(value, allowed, option)
     cell = cell_registry.get(c.cell)
     if c.init not in cell.inits:
         raise ConfigError("--init", f"unknown value {c.init!r} for --cell {c.cell}; choose from "
@@ -157,38 +167,64 @@ def prepare(config):
         takes = [k.name for k in cell_registry.registered() if "nonlinearity" in k.options]
         raise ConfigError("--nonlinearity", f"{c.nonlinearity!r} applies to --cell {', '.join(takes)} "
                                             f"only (the gated cells use tanh and sigmoid)")
+    c.forget_bias = option_float(c.forget_bias, "--forget-bias")
     for key, value in cell_options(c).items():
         try:
             cell.options[key].validate(f"--cell {c.cell}", key, value)
         except ValueError as err:
             raise ConfigError("--" + key.replace("_", "-"), str(err)) from None
-    for option in ("hidden", "layers", "batch", "steps", "val_every") + (("seq_len",) if c.seq_len else ()):
-        _check_positive_int(option, getattr(c, option))
+    for name in ("hidden", "layers", "batch", "steps", "val_every") + (("seq_len",) if c.seq_len else ()):
+        setattr(c, name, option_integer(getattr(c, name), _option(name)))
+    c.seed = option_integer(c.seed, "--seed", least=0)
     task = build_task(c)
     c.seq_len = task.seq_len
     # As in TBPTT, k2 defaults to k1; with neither given both are T: full BPTT.
-    c.k1 = c.seq_len if c.k1 is None else c.k1
-    c.k2 = c.k1 if c.k2 is None else c.k2
-    _check_positive_int("k1", c.k1)
-    _check_positive_int("k2", c.k2)
+    c.k1 = option_integer(c.seq_len if c.k1 is None else c.k1, "--k1")
+    c.k2 = option_integer(c.k1 if c.k2 is None else c.k2, "--k2")
     if c.k2 < c.k1:
         raise ConfigError("--k2", f"k2 = {c.k2} is shorter than k1 = {c.k1}; need k2 >= k1 "
                                   f"(k2 = k1 detaches every k1 steps; k1 = k2 = T is full BPTT)")
     if c.k1 > c.seq_len:
         raise ConfigError("--k1", f"k1 = {c.k1} exceeds the sequence length {c.seq_len}; "
                                   f"need 1 <= k1 <= T")
-    c.lr = OPTIMIZERS[c.optimizer][1] if c.lr is None else float(c.lr)
-    if not (math.isfinite(c.lr) and c.lr > 0):
-        raise ConfigError("--lr", f"need a positive learning rate, got {c.lr}")
-    c.clip = float(c.clip)
-    if not (math.isfinite(c.clip) and c.clip >= 0):
-        raise ConfigError("--clip", f"need a gradient-norm limit >= 0 (0: no clipping), got {c.clip}")
+    c.lr = option_float(OPTIMIZERS[c.optimizer][1] if c.lr is None else c.lr, "--lr", low=0, low_open=True,
+                        what="a learning rate")
+    c.clip = option_float(c.clip, "--clip", low=0, what="a gradient-norm limit")
+    _check_memory(c, task)
     return c, task
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError("--" + name.replace("_", "-"), f"need a positive integer, got {value!r}")
+def _option(name):
+    return "--" + name.replace("_", "-")
+
+
+def memory_estimate(config, task):
+    """Bytes a run of the resolved ``config`` holds at its peak, roughly: parameters with their
+    gradients and optimizer state, the training window's activations on the tape, one scoring
+    batch's activations, and the fixed validation and test inputs."""
+    G = 4   # gate blocks of an LSTM, the most of any cell
+    H, L, T = config.hidden, config.layers, config.seq_len
+    sizes = [task.input_size] + [H] * L
+    params = sum(G * H * (i + H + 2) for i in sizes[:-1]) + (H + 1) * task.output_size
+    per_step = L * (G + 3) * H + task.output_size      # gates, states and output of one example
+    window = min(T, config.k1 + config.k2)
+    examples = task.validation_size + task.test_size
+    return 4 * (4 * params + per_step * (window * config.batch + SCORE_STEPS)
+                + examples * T * task.input_size)
+
+
+def _check_memory(config, task):
+    need = memory_estimate(config, task)
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ConfigError("--hidden/--layers/--batch/--seq-len",
+                          f"hidden {config.hidden}, layers {config.layers}, batch {config.batch} and "
+                          f"seq_len {config.seq_len} ask for about {_gb(need)} of memory, more than "
+                          f"this machine's {_gb(have)}")
+
+
+def _gb(n):
+    return f"{n / 2 ** 30:.3g} GiB"
 
 
 # -- building the pieces ---------------------------------------------------------------------
@@ -229,18 +265,36 @@ def build_optimizer(config, model):
     return getattr(optim, OPTIMIZERS[config.optimizer][0])(model.parameters(), lr=config.lr)
 
 
-def predict(model, x):
+def predict(model, x, batch_size=None):
     """The model's outputs over a whole set, on the fast path, without recording.
+
+    The examples go through ``batch_size`` at a time (each from a zero state, as at once), so
+    the memory does not grow with the size of the set; by default as many as make
+    ``SCORE_STEPS`` example-steps.
 
     Shapes: x (T, B, I) -> (T, B, O) np.ndarray.
     """
+    if batch_size is None:
+        batch_size = max(1, SCORE_STEPS // max(1, x.shape[0]))
     model.eval()
     try:
         with bptt.no_grad():
-            y, _ = model(x)
+            parts = [np.asarray(model(x[:, i:i + batch_size])[0].data)
+                     for i in range(0, x.shape[1], batch_size)]
     finally:
         model.train()
-    return np.asarray(y.data)
+    return np.concatenate(parts, axis=1)
+
+
+def task_fingerprint(task):
+    """sha256 of the task's fixed validation and test sets: changes when its data do."""
+    h = hashlib.sha256()
+    for part in (task.validation_set(), task.test_set()):
+        for a in part:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _json_array(state):
@@ -268,6 +322,9 @@ class _Run:
         self.step = 0
         self.seconds = 0.0
         self.gradflow_start = None
+        self.meta = {"config": {k: v for k, v in asdict(config).items() if k != "steps"},
+                     "task": task.name, "fingerprint": task_fingerprint(task),
+                     "data_sha256": None if config.data is None else rundir.file_sha256(config.data)}
 
     # checkpoint <-> arrays
     def snapshot(self):
@@ -278,18 +335,51 @@ class _Run:
         arrays["rng.data"] = _json_array(self.data_rng.bit_generator.state)
         arrays["step"] = np.asarray(self.step, dtype=np.int64)
         arrays["seconds"] = np.asarray(self.seconds, dtype=np.float64)
+        arrays["meta"] = np.asarray(json.dumps({**self.meta, "steps": self.config.steps}))
         if self.gradflow_start is not None:
             arrays["gradflow_start"] = self.gradflow_start
         return arrays
 
     def restore(self, arrays):
-        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-        self.optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim.")})
-        bptt_rng.set_state(json.loads(str(arrays["rng.package"])))
-        self.data_rng.bit_generator.state = json.loads(str(arrays["rng.data"]))
-        self.step = int(arrays["step"])
-        self.seconds = float(arrays["seconds"])
+        """Load a checkpoint's arrays (``rundir.load_checkpoint``) after checking they belong here.
+
+        Raises
+        ------
+        RunMismatch
+            A checkpoint of another configuration or task, or a CSV changed since training.
+        CorruptRun
+            Arrays that do not fit the model, the optimizer or the generators.
+        """
+        path = os.path.join(self.out, CHECKPOINT)
+        self._check_meta(arrays["meta"], path)
+        try:
+            self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+            self.optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim.")})
+            bptt_rng.set_state(json.loads(str(arrays["rng.package"])))
+            self.data_rng.bit_generator.state = json.loads(str(arrays["rng.data"]))
+            self.step = int(arrays["step"])
+            self.seconds = float(arrays["seconds"])
+        except (ValueError, TypeError, KeyError) as err:
+            raise rundir.CorruptRun(f"{path}: does not fit the run's model ({err})") from None
         self.gradflow_start = arrays.get("gradflow_start")
+
+    def _check_meta(self, meta, path):
+        stored = meta.get("config", {}) if isinstance(meta, dict) else {}
+        wrong = [k for k, v in self.meta["config"].items() if stored.get(k, "(missing)") != v]
+        if wrong:
+            then = ", ".join(f"{k}={stored.get(k, '(missing)')!r}" for k in wrong)
+            now = ", ".join(f"{k}={self.meta['config'][k]!r}" for k in wrong)
+            raise RunMismatch(f"{path} was written by a run with {then}, but {CONFIG} says {now}; "
+                              f"restore {CONFIG} or start a new run")
+        if meta.get("data_sha256") != self.meta["data_sha256"]:
+            raise RunMismatch(f"{self.config.data} changed since the run was trained on it (sha256 "
+                              f"{str(meta.get('data_sha256'))[:12]}... then, "
+                              f"{self.meta['data_sha256'][:12]}... now); restore the file to "
+                              f"evaluate or resume, or train a new run on it")
+        if meta.get("fingerprint") != self.meta["fingerprint"]:
+            raise RunMismatch(f"the {self.task.name} task's validation and test data differ from "
+                              f"those {path} was trained and scored on (another version of bptt "
+                              f"or numpy?); its numbers would not be comparable")
 
     def parameters_finite(self):
         return all(np.isfinite(p.data).all() for p in self.model.parameters())
@@ -324,46 +414,21 @@ class _Run:
         yield from self.trainer.finish() or ()
 
 
-class _MetricsLog:
-    """``metrics.csv``, one row per update, flushed per row so a crash loses nothing written."""
-
-    def __init__(self, path, keep_through_step=None):
-        if keep_through_step is None or not os.path.exists(path):
-            rows = []
-        else:   # on resume, drop the rows an interrupted run wrote after its last checkpoint
-            with open(path, newline="") as f:
-                rows = [r for r in csv.reader(f)][1:]
-            rows = [r for r in rows if r and int(r[0]) <= keep_through_step]
-        self.file = open(path, "w", newline="")
-        self.writer = csv.writer(self.file)
-        self.writer.writerow(METRIC_COLUMNS)
-        self.writer.writerows(rows)
-        self.file.flush()
-
-    def write_rows(self, rows):
-        self.writer.writerows(["" if v is None else v for v in row] for row in rows)
-        self.file.flush()
-
-    def close(self):
-        self.file.close()
-
-
-def read_metrics(path):
-    """``metrics.csv`` as ``{column: np.ndarray}`` (float; an empty val_metric reads as NaN)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {c: np.array([float(r[c]) if r[c] != "" else np.nan for r in rows]) for c in METRIC_COLUMNS}
-
-
-def _load_config(run_dir):
+def _load_config(run_dir, option):
+    """The run's ``config.json``, validated; a bad value names the file and the key."""
+    stored = rundir.read_config(run_dir, option)
     path = os.path.join(run_dir, CONFIG)
+    known = [f.name for f in fields(TrainConfig)]
+    unknown = sorted(set(stored) - set(known))
+    if unknown:
+        raise ConfigError(path, f"unknown key(s) {', '.join(map(repr, unknown))}; a run's "
+                                f"{CONFIG} holds {', '.join(known)}")
     try:
-        with open(path) as f:
-            stored = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no {CONFIG})") from None
-    known = {f.name for f in fields(TrainConfig)}
-    return prepare(TrainConfig(**{k: v for k, v in stored.items() if k in known}))
+        return prepare(TrainConfig(**stored))
+    except ConfigError as err:
+        key = err.option.lstrip("-").replace("-", "_")
+        key = "columns" if key == "column" else key
+        raise ConfigError(f"{path}, key {key!r}" if key in known else path, err.message) from None
 
 
 def default_out(config, root="runs"):
@@ -385,13 +450,17 @@ def train(config, out, progress=False, on_update=None, echo=None):
     config : TrainConfig
         Validated here: ``ConfigError`` names the bad option.
     out : str or path
-        The run directory; created if missing.  One that already holds a checkpoint is refused.
-    progress : bool
-        Show click's progress bar with the running (exponentially averaged) loss on stderr.
+        The run directory; created if missing.  One that already holds a run, or any other
+        files, is refused.  It is locked while the run trains.
+    progress : bool or callable
+        False or None: no progress display.  A callable ``progress(total)`` returning a context
+        manager with ``update(steps, loss)``, called after each sequence with the updates it
+        made and the running (exponentially averaged) loss, such as ``bptt.cli.ProgressBar``, the
+        command line's bar; True means that bar.
     on_update : callable, optional
         Called as ``on_update(step, record)`` after every update, ``record`` TBPTT's dict.
     echo : callable, optional
-        Where messages go; ``click.echo`` to stderr by default.
+        Where messages go (one string per call); standard error by default.
 
     Returns
     -------
@@ -401,78 +470,124 @@ def train(config, out, progress=False, on_update=None, echo=None):
     Raises
     ------
     ConfigError
-        An invalid option, or a task (a CSV) that cannot be built.
+        An invalid option, a task (a CSV) that cannot be built, or an ``out`` that holds files.
+    RunLocked
+        Another process holds ``out``.
     TrainingDiverged
         On a NaN or infinite loss or gradient norm; the checkpoint keeps the last finite state.
     KeyboardInterrupt
         Re-raised once the state at the last sequence boundary is saved to the checkpoint.
     """
     out = os.fspath(out)
+    echo = echo or _stderr
     config, task = prepare(config)
-    if os.path.exists(os.path.join(out, CHECKPOINT)):
-        raise ConfigError("--out", f"{out} already holds a run; continue it with --resume {out} "
-                                   f"or choose another --out")
-    run = _Run(config, task, out)
-    run.gradflow_start = run.gradient_curves()
-    return _execute(run, progress, on_update, echo)
+    rundir.check_fresh(out)
+    with rundir.lock(out, echo):
+        rundir.check_fresh(out)     # again, now that no other process can be starting a run here
+        run = _Run(config, task, out)
+        run.gradflow_start = run.gradient_curves()
+        save_npz(os.path.join(out, CHECKPOINT), run.snapshot())   # from here on the folder is a run
+        save_json(os.path.join(out, CONFIG), asdict(run.config))
+        return _execute(run, rundir.MetricsLog(os.path.join(out, METRICS)), progress, on_update, echo)
 
 
 def resume(out, steps=None, progress=False, on_update=None, echo=None):
     """Continue the run in ``out`` from its checkpoint up to ``steps`` updates in total.
 
-    ``steps=None`` keeps the stored target.  The metrics and parameters then equal those of
+    ``steps=None`` keeps the stored target; a ``steps`` at or below the updates already made
+    is a ``ConfigError`` and changes nothing.  The metrics and parameters then equal those of
     an uninterrupted run; rows an interrupted run logged after its checkpoint are dropped.
     The other parameters and the return value are as for ``train``.
+
+    Raises
+    ------
+    ConfigError
+        ``out`` is not a run, its ``config.json`` holds a bad value (naming the file and key),
+        or ``steps`` is not above the updates made.
+    RunLocked, CorruptRun, RunMismatch
+        Another process holds ``out``; a file of the run is unreadable; the checkpoint is not
+        of this configuration and task, or the data changed.
+    TrainingDiverged, KeyboardInterrupt
+        As for ``train``.
     """
     out = os.fspath(out)
-    try:
-        config, task = _load_config(out)
-    except FileNotFoundError as err:
-        raise ConfigError("--resume", str(err)) from None
-    if steps is not None:
-        _check_positive_int("steps", steps)
-        config.steps = steps
-    run = _Run(config, task, out)
-    try:
-        arrays = load_npz(os.path.join(out, CHECKPOINT))
-    except FileNotFoundError:
-        raise ConfigError("--resume", f"{out} holds no {CHECKPOINT} to resume from") from None
-    run.restore(arrays)
-    (echo or _stderr)(f"resuming {out} at step {run.step} of {config.steps}")
-    return _execute(run, progress, on_update, echo, resumed=True)
+    echo = echo or _stderr
+    if not any(os.path.isfile(os.path.join(out, n)) for n in (CONFIG, CHECKPOINT)):
+        raise ConfigError("--resume", f"{out}: not a run directory (no {CONFIG})")
+    with rundir.lock(out, echo):
+        if not os.path.exists(os.path.join(out, CONFIG)):
+            # killed between its first checkpoint and config.json: the checkpoint has it all
+            meta = rundir.load_checkpoint(out, "--resume")["meta"]
+            try:
+                stored = {**meta["config"], "steps": meta["steps"]}
+            except (KeyError, TypeError):
+                raise rundir.CorruptRun(f"{out}: no {CONFIG}, and {CHECKPOINT} does not record "
+                                        f"the configuration either") from None
+            save_json(os.path.join(out, CONFIG), stored)
+            echo(f"note: {out} lacked {CONFIG} (a run killed as it started); restored it from "
+                 f"{CHECKPOINT}")
+        config, task = _load_config(out, "--resume")
+        arrays = rundir.load_checkpoint(out, "--resume")
+        run = _Run(config, task, out)
+        run.restore(arrays)
+        if steps is not None:
+            steps = option_integer(steps, "--steps")
+            if steps <= run.step:
+                raise ConfigError("--steps", f"{out} has made {run.step} updates already, so "
+                                             f"--steps {steps} leaves nothing to do; ask for more, "
+                                             f"or re-score it with bptt evaluate {out}")
+            run.config.steps = steps
+            save_json(os.path.join(out, CONFIG), asdict(run.config))
+        echo(f"resuming {out} at step {run.step} of {run.config.steps}")
+        log = rundir.MetricsLog(os.path.join(out, METRICS), keep_through_step=run.step)
+        return _execute(run, log, progress, on_update, echo)
 
 
 def _stderr(message):
-    click.echo(message, err=True)
+    print(message, file=sys.stderr, flush=True)
 
 
-def _execute(run, progress, on_update, echo, resumed=False):
-    os.makedirs(run.out, exist_ok=True)
-    save_json(os.path.join(run.out, CONFIG), asdict(run.config))
-    log = _MetricsLog(os.path.join(run.out, METRICS), keep_through_step=run.step if resumed else None)
+class _Silent:
+    """The progress display of ``progress=False``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, steps, loss):
+        pass
+
+
+def _progress(progress, total):
+    if not progress:
+        return _Silent()
+    if progress is True:
+        from bptt.cli import ProgressBar as progress
+    return progress(total)
+
+
+def _execute(run, log, progress, on_update, echo):
     try:
-        _loop(run, log, os.path.join(run.out, CHECKPOINT), progress, on_update, echo or _stderr)
+        _loop(run, log, os.path.join(run.out, CHECKPOINT), progress, on_update, echo)
     finally:
         log.close()
     return _finish(run)
 
 
 def _loop(run, log, ckpt_path, progress, on_update, echo):
-    """Draw sequences until ``config.steps`` updates are made, logging and checkpointing."""
+    """Draw sequences until ``config.steps`` updates are made, logging and checkpointing.
+
+    Each sequence's rows are written before the checkpoint that follows them, so the log is
+    never behind the checkpoint.
+    """
     config = run.config
     good = run.snapshot()
-    save_npz(ckpt_path, good)
     base, started = run.seconds, time.perf_counter()
-    running = [None]   # the progress bar's running loss, read by its item_show_func
-
-    def show(_):
-        return "" if running[0] is None else f"loss {running[0]:.4g}"
-
-    stream = sys.stderr
-    bar = click.progressbar(length=max(config.steps - run.step, 0), label="training", show_pos=True,
-                            item_show_func=show, file=stream, hidden=not (progress and stream.isatty()))
+    running = None   # exponentially averaged loss, for the progress display
     try:
-        with bar:
+        with _progress(progress, max(config.steps - run.step, 0)) as bar:
             while run.step < config.steps:
                 before, rows = run.step, []
                 for record in run.updates():
@@ -482,7 +597,7 @@ def _loop(run, log, ckpt_path, progress, on_update, echo):
                                  float(run.optimizer.lr), round(base + time.perf_counter() - started, 3)])
                     if not (math.isfinite(loss) and math.isfinite(norm)):
                         break
-                    running[0] = loss if running[0] is None else 0.98 * running[0] + 0.02 * loss
+                    running = loss if running is None else 0.98 * running + 0.02 * loss
                     if on_update is not None:
                         on_update(run.step, record)
                 finite = math.isfinite(loss) and math.isfinite(norm)
@@ -504,7 +619,7 @@ def _loop(run, log, ckpt_path, progress, on_update, echo):
                 good = run.snapshot()
                 if crossed or run.step >= config.steps:
                     save_npz(ckpt_path, good)
-                bar.update(run.step - before)
+                bar.update(run.step - before, running)
     except KeyboardInterrupt:
         save_npz(ckpt_path, good)
         echo(f"interrupted: saved the state after step {int(good['step'])} to {ckpt_path}; "
@@ -570,16 +685,16 @@ def _write_plots(run, end, suggested_k2):
                                title=f"{run.task.name}: test predictions")
 
 
-
 def evaluate(run_dir):
     """Re-score a run's checkpoint on its task's test set.
 
     Returns the same object as the run's ``result.json`` (its steps and seconds are the
-    checkpoint's).
+    checkpoint's).  Raises as ``resume`` does (without taking the lock: nothing is written).
     """
     run_dir = os.fspath(run_dir)
-    run = _Run(*_load_config(run_dir), run_dir)
-    run.restore(load_npz(os.path.join(run_dir, CHECKPOINT)))
+    config, task = _load_config(run_dir, "RUN_DIR")
+    run = _Run(config, task, run_dir)
+    run.restore(rundir.load_checkpoint(run_dir, "RUN_DIR"))
     return _result(run)[0]
 
 

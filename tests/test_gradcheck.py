@@ -9,6 +9,7 @@ import bptt
 from bptt import GradcheckError, Tensor, ops
 from bptt.gradcheck import numerical_grad
 from bptt.ops import Primitive, primitive
+from test_ops import _as_inputs, _cases, _sum_all
 
 
 class square_missing_two:
@@ -133,3 +134,40 @@ def test_numerical_grad_of_a_known_function():
     g = numerical_grad(lambda: float(np.sum(x ** 3)), x)
     np.testing.assert_allclose(g, 3 * x ** 2, rtol=1e-8)
     np.testing.assert_array_equal(x, [[1.0, -2.0], [0.5, 3.0]])  # restored
+
+
+def _off_by(op, factor):
+    """A copy of the primitive ``op`` whose VJP is scaled by ``factor``: wrong by factor - 1."""
+    def bwd(*args, **kwargs):
+        return tuple(None if d is None else d * factor for d in op.bwd(*args, **kwargs))
+
+    spec = type(op.name, (), {"fwd": op.fwd, "bwd": bwd, "multiple_outputs": op.multiple_outputs})
+    return Primitive(spec)
+
+
+@pytest.mark.parametrize("name, args, static", _cases())
+def test_defaults_catch_a_vjp_wrong_by_1e_4_relative(name, args, static):
+    # the same check as test_ops.test_primitive_gradcheck, on a copy of the primitive whose
+    # backward is off by 1e-4 relative: the default tolerances must reject every one
+    wrong = _off_by(ops.REGISTRY[name], 1 + 1e-4)
+    inputs = _as_inputs(args)
+    v = []
+
+    def fn(*xs):
+        out = wrong(*xs, **static)
+        if isinstance(out, Tensor):
+            return out
+        if not v:
+            rng = np.random.default_rng(0)
+            v.extend(rng.standard_normal(o.shape) for o in out)
+        return _sum_all([(o * w).sum() for o, w in zip(out, v)])
+
+    out = fn(*inputs)             # a gradient that is zero everywhere is the same when scaled
+    (out * np.random.default_rng(1).standard_normal(out.shape)).sum().backward()
+    params = [t for t in inputs if isinstance(t, Tensor)]
+    if all(t.grad is None or not np.any(t.grad) for t in params):
+        pytest.skip(f"{name}: the gradient is zero at this example, so a scaled VJP equals it")
+    for t in params:
+        t.grad = None
+    with pytest.raises(GradcheckError, match="worst element"):
+        bptt.gradcheck(fn, inputs)

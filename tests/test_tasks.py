@@ -1,3 +1,4 @@
+import hashlib
 import json
 import math
 
@@ -334,3 +335,41 @@ def test_tasks_command_lists_everything_as_json(monkeypatch):
     assert text.splitlines()[2].split()[:5] == ["copy", "120", "10->10", "fresh/512/1000",
                                                 "cross_entropy"]
     assert "memoryless 0.1733" in text and "sunspots" in text
+
+
+def test_chaotic_series_are_the_same_bits_everywhere():
+    # fixed-step RK4 in plain float arithmetic: these digests hold on any machine and library
+    # version (a change to the integrator must change them on purpose)
+    x = np.asarray(mackey_glass_series(2000, 6.0, 17.0))     # the mackey-glass task's default
+    s = np.asarray(lorenz_series(2000, 0.1, seed=0))          # the lorenz task's default
+    assert hashlib.sha256(x.tobytes()).hexdigest() == \
+        "761e76bf92bdbda95d0c903731bc8965a02a787802ccaeeec79aa924b8bd9f0b"
+    assert hashlib.sha256(s.tobytes()).hexdigest() == \
+        "a5a8a46387d3647ba239861455e7eb016fe44fb3a51babcbc33f0f9ffdc76558"
+
+
+def test_fixed_step_integrators_converge(monkeypatch):
+    from bptt.tasks import forecasting as fc
+
+    def mackey_glass(h):
+        monkeypatch.setattr(fc, "_RK4_STEP", h)
+        fc.mackey_glass_series.cache_clear()
+        return np.asarray(fc.mackey_glass_series(50, 1.0, 17.0, washout=50.0))
+
+    def lorenz(h):
+        monkeypatch.setattr(fc, "_LORENZ_STEP", h)
+        fc.lorenz_series.cache_clear()
+        return np.asarray(fc.lorenz_series(10, 0.1, washout=0.0))
+
+    # the delayed term's half-step mean makes Mackey-Glass second order: the error quarters
+    a, b, c = mackey_glass(0.1), mackey_glass(0.05), mackey_glass(0.025)
+    assert np.abs(a - b).max() < 1e-4 and 3 < np.abs(a - b).max() / np.abs(b - c).max() < 5
+    # RK4 on the Lorenz system is fourth order: halving the step divides the change by ~16,
+    # not the 4 of a second-order scheme
+    a, b, c = lorenz(0.01), lorenz(0.005), lorenz(0.0025)
+    assert np.abs(a - b).max() < 1e-3 and 10 < np.abs(a - b).max() / np.abs(b - c).max() < 40
+    monkeypatch.undo()
+    fc.mackey_glass_series.cache_clear()
+    fc.lorenz_series.cache_clear()
+    with pytest.raises(ValueError, match="tau = 17.05 is not a whole number of RK4 steps"):
+        fc.mackey_glass_series(10, 6.0, 17.05)

@@ -262,7 +262,7 @@ def test_ctrl_c_in_the_cli_exits_130_with_the_resume_command(tmp_path, monkeypat
 
 
 def poison_batch(monkeypatch, at_call):
-    """Make the task's ``at_call``-th training batch carry a NaN input."""
+    """Make the task's ``at_call``-th training batch carry a target so large that the loss overflows."""
     build = training.build_task
 
     def build_poisoned(config):
@@ -273,8 +273,8 @@ def poison_batch(monkeypatch, at_call):
             x, y, mask = draw(size, rng)
             calls.append(1)
             if len(calls) == at_call:
-                x = x.copy()
-                x[0, 0, 0] = np.nan
+                y = y.copy()
+                y[-1, 0, 0] = 1e30
             return x, y, mask
 
         task.batch = batch
@@ -283,27 +283,29 @@ def poison_batch(monkeypatch, at_call):
     monkeypatch.setattr(training, "build_task", build_poisoned)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
 def test_nan_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     good = training.train(TrainConfig(**{**TINY, "steps": 2}), tmp_path / "good")
     poison_batch(monkeypatch, at_call=3)
     result = invoke("train", *TINY_ARGS, "--out", tmp_path / "run")
     assert result.exit_code == 1
-    assert "training diverged at step 3: loss nan" in result.output
+    assert "training diverged at step 3: loss inf" in result.output
     assert "keeps the last good state, after step 2" in result.output
     saved = load_npz(tmp_path / "run" / "checkpoint.npz")
     assert int(saved["step"]) == 2
     assert_same_arrays(model_arrays(tmp_path / "run"), model_arrays(tmp_path / "good"))
     assert all(np.isfinite(v).all() for k, v in saved.items() if k.startswith("model."))
     rows = metrics_rows(tmp_path / "run")
-    assert rows[-1][0] == "3" and rows[-1][1] == "nan"
+    assert rows[-1][0] == "3" and rows[-1][1] == "inf"
     # the kept checkpoint evaluates like the run that stopped there
     monkeypatch.undo()
     assert training.evaluate(tmp_path / "run")["test"] == good["test"]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
 def test_diverged_is_raised_by_the_library(tmp_path, monkeypatch):
     poison_batch(monkeypatch, at_call=1)
-    with pytest.raises(TrainingDiverged, match=r"training diverged at step 1: loss nan.*after step 0"):
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step 1: loss inf.*after step 0"):
         training.train(TrainConfig(**TINY), tmp_path / "run")
 
 
@@ -315,3 +317,37 @@ def test_default_run_solves_the_adding_problem(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     stored = json.loads((tmp_path / "runs" / "adding-lstm" / "result.json").read_text())
     assert stored["test"] < 0.01 < stored["baselines"]["constant 1.0"]
+
+
+def test_progress_goes_through_the_object_the_caller_passes(tmp_path):
+    seen = []
+
+    class Recorder:
+        def __init__(self, total):
+            seen.append(("total", total))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen.append(("closed",))
+
+        def update(self, steps, loss):
+            seen.append((steps, round(loss, 6) > 0))
+
+    training.train(TrainConfig(**{**TINY, "k1": 3}), tmp_path / "a", progress=Recorder, echo=lambda m: None)
+    assert seen == [("total", 6), (2, True), (2, True), (2, True), ("closed",)]
+    # True is the command line's click bar (hidden when stderr is not a terminal)
+    result = training.train(TrainConfig(**{**TINY, "steps": 2}), tmp_path / "b", progress=True,
+                            echo=lambda m: None)
+    assert result["steps"] == 2
+
+
+def test_train_does_not_import_click():
+    import subprocess
+    import sys
+
+    code = "import sys, bptt.train; print('click' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(training.__file__))))
+    assert out.stdout.strip() == "False", out.stderr

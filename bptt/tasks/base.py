@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax
 
+from bptt.config import integer
 from bptt.rng import generator
 
 __all__ = ["Task", "METRICS"]
@@ -45,12 +46,10 @@ class Task:
     description = ""
 
     def __init__(self, seed=0, validation_size=512, test_size=1000):
-        for label, size in (("validation_size", validation_size), ("test_size", test_size)):
-            if int(size) < 1:
-                raise ValueError(f"task {self.name!r}: {label} must be >= 1, got {size}")
-        self.seed = int(seed)
-        self.validation_size = int(validation_size)
-        self.test_size = int(test_size)
+        who = f"task {self.name!r}"
+        self.seed = integer(seed, "seed", who, least=0)
+        self.validation_size = integer(validation_size, "validation_size", who)
+        self.test_size = integer(test_size, "test_size", who)
         self._fixed = {}
 
     # --- data ---------------------------------------------------------------------------------
@@ -73,9 +72,7 @@ class Task:
         mask : np.ndarray
             float32 (T,): 1 at the steps the loss and metric count, 0 elsewhere.
         """
-        if int(batch_size) < 1:
-            raise ValueError(f"task {self.name!r}: batch_size must be >= 1, got {batch_size}")
-        return self._generate(int(batch_size), generator(rng))
+        return self._generate(integer(batch_size, "batch_size", f"task {self.name!r}"), generator(rng))
 
     def validation_set(self):
         """The fixed validation set ``(x, y, mask)``, the same for the same seed."""

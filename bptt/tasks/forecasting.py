@@ -13,11 +13,12 @@ original scale, beside persistence, seasonal naive (seasonal series) and a least
 from __future__ import annotations
 
 import functools
+import importlib.resources
 from pathlib import Path
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
+from bptt.config import integer
 from bptt.data import Scaler, chronological_split, read_csv, windows
 from bptt.tasks import baselines as bl
 from bptt.tasks.base import Task
@@ -25,7 +26,17 @@ from bptt.tasks.base import Task
 __all__ = ["SeriesTask", "from_csv", "sine", "mackey_glass", "lorenz", "narma10", "sunspots",
            "airline", "nile", "DATA_DIR", "mackey_glass_series", "lorenz_series", "narma10_series"]
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
+def _data_dir():
+    """The shipped series: package data ``bptt.datasets`` when installed (pyproject maps the
+    top-level ``data/`` folder to it), the ``data/`` folder itself in a source checkout."""
+    try:
+        return importlib.resources.files("bptt.datasets")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "data"
+
+
+DATA_DIR = _data_dir()
 
 _SERIES_METRICS = ("mse", "rmse", "mae")
 
@@ -235,9 +246,7 @@ class SeriesTask(Task):
 
 
 def _int(task, label, value, least):
-    if isinstance(value, bool) or int(value) != value or value < least:
-        raise ValueError(f"task {task!r}: {label} must be an integer >= {least}, got {value!r}")
-    return int(value)
+    return integer(value, label, f"task {task!r}", least)
 
 
 def _univariate(name, z, column, **options):
@@ -282,7 +291,8 @@ def from_csv(path, target, columns=None, seq_len=20, validation=0.15, test=0.15,
 
 # --- shipped real series ----------------------------------------------------------------------
 def _shipped(filename, columns):
-    return read_csv(DATA_DIR / filename, columns)
+    with importlib.resources.as_file(DATA_DIR / filename) as path:
+        return read_csv(path, columns)
 
 
 def sunspots(seq_len=20, horizon=1, start=1700, end=1987, validation=35, test=67, metric="mse",
@@ -329,39 +339,69 @@ def nile(seq_len=10, horizon=1, validation=15, test=20, metric="rmse", ar_order=
 
 
 # --- synthetic series -------------------------------------------------------------------------
+# The chaotic series are integrated with classical RK4 at a fixed step, in plain Python float
+# arithmetic (+ - * /, each an IEEE-754 correctly rounded operation, no library calls, no fused
+# or vectorised kernels), so a seed gives the same bits on every machine and library version:
+# chaos amplifies any last-bit difference into a different series.
+_RK4_STEP = 0.1    # Mackey-Glass: time units per step (at most)
+_LORENZ_STEP = 0.01
+
+
+def _substeps(interval, at_most):
+    """Steps of at most ``at_most`` that divide ``interval``: (count, step)."""
+    n = max(1, int(round(interval / at_most)))
+    return n, interval / n
+
+
 @functools.lru_cache(maxsize=8)
-def mackey_glass_series(length, step=1.0, tau=17.0, beta=0.2, gamma=0.1, power=10, x0=1.2,
-                        washout=1000.0, rtol=1e-8):
+def mackey_glass_series(length, step=6.0, tau=17.0, beta=0.2, gamma=0.1, power=10, x0=1.2,
+                        washout=1000.0):
     """The Mackey-Glass delay equation ``dx/dt = beta x(t-tau) / (1 + x(t-tau)^power) - gamma x``.
 
-    Integrated with ``scipy.integrate.solve_ivp`` by the method of steps: over each interval of
-    length tau the delayed term is known, read from the previous interval's dense solution
-    (constant history ``x0`` before 0).  Sampled every ``step`` time units after ``washout``.
+    Integrated by RK4 at a fixed step h dividing both ``step`` and ``tau`` (h = 0.1 for the
+    defaults); the delayed term is read from the solution h-grid, its value at a half step as
+    the mean of the two grid values around it.  The history before 0 is the constant ``x0``.
+    Sampled every ``step`` time units after ``washout``.  Identical on every machine.
 
     Returns
     -------
     np.ndarray
         float64 (length,), read-only (cached).
+
+    Raises
+    ------
+    ValueError
+        When ``tau`` is not a whole number of steps h.
     """
-    pieces = []
+    per_sample, h = _substeps(float(step), _RK4_STEP)
+    lag = int(round(tau / h))
+    if lag < 1 or abs(lag * h - tau) > 1e-9 * tau:
+        raise ValueError(f"mackey_glass_series: tau = {tau} is not a whole number of RK4 steps "
+                         f"h = step / {per_sample} = {h}; choose step and tau with tau/h whole")
+    power = int(power)
+    start = int(round(washout / h))
+    n = start + per_sample * (length - 1)
+    def g(d):   # the delayed term's production, beta d / (1 + d^power)
+        dp = d
+        for _ in range(power - 1):
+            dp = dp * d
+        return beta * d / (1.0 + dp)
 
-    def delayed(t):
-        if t <= 0:
-            return x0
-        # the piece covering t; at a piece's right end the newest piece holds it
-        return pieces[min(int(t // tau), len(pieces) - 1)](t)[0]
-
-    def rhs(t, x):
-        d = delayed(t - tau)
-        return [beta * d / (1 + d ** power) - gamma * x[0]]
-
-    end, t0, y0 = washout + step * (length - 1), 0.0, [x0]
-    while t0 <= end:
-        sol = solve_ivp(rhs, (t0, t0 + tau), y0, dense_output=True, rtol=rtol, atol=1e-10)
-        pieces.append(sol.sol)
-        t0, y0 = t0 + tau, sol.y[:, -1]
-    times = washout + step * np.arange(length)
-    out = np.array([pieces[int(t // tau)](t)[0] for t in times])
+    xs, gs, g_x0 = [float(x0)], [], g(float(x0))
+    for i in range(n):
+        gs.append(g(xs[i]))
+        d0 = xs[i - lag] if i >= lag else x0
+        d1 = xs[i + 1 - lag] if i + 1 >= lag else x0
+        g0 = gs[i - lag] if i >= lag else g_x0
+        g1 = gs[i + 1 - lag] if i + 1 >= lag else g_x0
+        gm = g(0.5 * (d0 + d1))
+        x = xs[i]
+        k1 = g0 - gamma * x
+        k2 = gm - gamma * (x + 0.5 * h * k1)
+        k3 = gm - gamma * (x + 0.5 * h * k2)
+        k4 = g1 - gamma * (x + h * k3)
+        xs.append(x + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4))
+    out = np.array(xs[start::per_sample], dtype=np.float64)
     out.flags.writeable = False
     return out
 
@@ -370,19 +410,33 @@ def mackey_glass_series(length, step=1.0, tau=17.0, beta=0.2, gamma=0.1, power=1
 def lorenz_series(length, dt=0.1, sigma=10.0, rho=28.0, beta=8.0 / 3.0, seed=0, washout=20.0):
     """The Lorenz system from a seeded start, sampled every ``dt`` after ``washout`` time units.
 
+    Integrated by RK4 at a fixed step dividing ``dt`` (0.01 for the default); the start is
+    (1, 1, 20) plus a uniform draw from [-1, 1)^3.  Identical on every machine.
+
     Returns
     -------
     np.ndarray
         float64 (length, 3) holding x, y, z; read-only (cached).
     """
-    def rhs(t, s):
-        x, y, z = s
-        return [sigma * (y - x), x * (rho - z) - y, x * y - beta * z]
+    per_sample, h = _substeps(float(dt), _LORENZ_STEP)
 
-    start = np.random.default_rng(seed).normal(0, 1, size=3) + [1.0, 1.0, 20.0]
-    times = washout + dt * np.arange(length)
-    sol = solve_ivp(rhs, (0, times[-1]), start, t_eval=times, rtol=1e-9, atol=1e-9)
-    out = sol.y.T.copy()
+    def f(x, y, z):
+        return sigma * (y - x), x * (rho - z) - y, x * y - beta * z
+
+    x, y, z = (float(v) for v in np.random.default_rng(seed).random(3) * 2.0 - 1.0 + [1.0, 1.0, 20.0])
+    start = int(round(washout / h))
+    out = []
+    for i in range(start + per_sample * (length - 1) + 1):
+        if i >= start and (i - start) % per_sample == 0:
+            out.append((x, y, z))
+        a1, b1, c1 = f(x, y, z)
+        a2, b2, c2 = f(x + 0.5 * h * a1, y + 0.5 * h * b1, z + 0.5 * h * c1)
+        a3, b3, c3 = f(x + 0.5 * h * a2, y + 0.5 * h * b2, z + 0.5 * h * c2)
+        a4, b4, c4 = f(x + h * a3, y + h * b3, z + h * c3)
+        x = x + h / 6.0 * (a1 + 2.0 * a2 + 2.0 * a3 + a4)
+        y = y + h / 6.0 * (b1 + 2.0 * b2 + 2.0 * b3 + b4)
+        z = z + h / 6.0 * (c1 + 2.0 * c2 + 2.0 * c3 + c4)
+    out = np.array(out, dtype=np.float64)
     out.flags.writeable = False
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bptt.config import integer
 from bptt.tasks.base import Task
 
 __all__ = ["Adding", "CopyMemory", "Parity", "Recall"]
@@ -17,9 +18,7 @@ _CONFIDENT = 1e9   # logit gap that makes a softmax put all its mass on one clas
 
 
 def _positive(task, label, value, least=1):
-    if int(value) != value or value < least:
-        raise ValueError(f"task {task!r}: {label} must be an integer >= {least}, got {value!r}")
-    return int(value)
+    return integer(value, label, f"task {task!r}", least)
 
 
 def _last_step_mask(T):
