@@ -53,6 +53,7 @@ import numpy as np
 
 import bptt
 from bptt import rng as bptt_rng
+from bptt import streams
 from bptt.config import ConfigError
 from bptt.nn import cell as cell_registry
 from bptt.io import load_npz, save_json, save_npz
@@ -99,7 +100,10 @@ class TrainConfig:
     ``lr`` the optimizer's default in ``OPTIMIZERS``; ``prepare`` fills them in.  ``data``,
     ``columns`` and ``target`` train on a user's CSV series instead of a named task.
     ``forget_bias`` and ``nonlinearity`` go to the cells that take them (LSTM; RNN and IndRNN);
-    ``nonlinearity=None`` is the cell's own default.
+    ``nonlinearity=None`` is the cell's own default.  ``task='text'`` reads the UTF-8 file
+    ``data``.  ``stateful`` trains on the training part cut into ``batch`` streams with the state
+    carried (``bptt.streams``); ``epochs``, which needs it, then fixes ``steps``.  ``embed`` is
+    the embedding width of a text model (None: ``hidden``).
     """
 
     task: str = "adding"
@@ -122,6 +126,9 @@ class TrainConfig:
     data: str | None = None
     columns: list[str] = field(default_factory=list)
     target: str | None = None
+    stateful: bool = False
+    epochs: int | None = None
+    embed: int | None = None
 
 
 def prepare(config):
@@ -139,11 +146,13 @@ def prepare(config):
 
     c = TrainConfig(**asdict(config))
     c.columns = list(c.columns)
+    if c.task == "text" and c.data is None:
+        raise ConfigError("--data", "--task text reads a UTF-8 text file: give it with --data")
     if c.data is None and c.task not in tasks.names():
         raise ConfigError("--task", f"unknown task {c.task!r}; choose from {', '.join(tasks.names())}")
     if c.data is None and (c.columns or c.target):
         raise ConfigError("--data", "--column and --target select columns of a CSV given with --data")
-    if c.data is not None and not c.target:
+    if c.data is not None and not c.target and c.task != "text":
         raise ConfigError("--target", f"name the column of {c.data} to forecast")
     for option, value, allowed in (("--cell", c.cell, cell_registry.names()),
                                    ("--optimizer", c.optimizer, tuple(OPTIMIZERS))):
@@ -162,7 +171,8 @@ def prepare(config):
             cell.options[key].validate(f"--cell {c.cell}", key, value)
         except ValueError as err:
             raise ConfigError("--" + key.replace("_", "-"), str(err)) from None
-    for option in ("hidden", "layers", "batch", "steps", "val_every") + (("seq_len",) if c.seq_len else ()):
+    for option in ("hidden", "layers", "batch", "steps", "val_every") + (("seq_len",) if c.seq_len else ()) \
+            + (("epochs",) if c.epochs is not None else ()) + (("embed",) if c.embed is not None else ()):
         _check_positive_int(option, getattr(c, option))
     task = build_task(c)
     c.seq_len = task.seq_len
@@ -183,6 +193,7 @@ def prepare(config):
     c.clip = float(c.clip)
     if not (math.isfinite(c.clip) and c.clip >= 0):
         raise ConfigError("--clip", f"need a gradient-norm limit >= 0 (0: no clipping), got {c.clip}")
+    streams.configure(c, task)
     return c, task
 
 
@@ -197,6 +208,8 @@ def build_task(config):
     from bptt import tasks
 
     try:
+        if config.task == "text":
+            return tasks.text(config.data, **({"seq_len": config.seq_len} if config.seq_len else {}))
         if config.data is not None:
             return tasks.from_csv(config.data, config.target, columns=config.columns or None,
                                   **({"seq_len": config.seq_len} if config.seq_len else {}))
@@ -218,6 +231,10 @@ def cell_options(config):
 def build_model(config, task):
     """A ``SequenceModel`` for ``task``, drawn from the package generator seeded with ``config.seed``."""
     bptt.seed(config.seed)
+    if isinstance(task, bptt.tasks.TextTask):
+        return bptt.nn.LanguageModel(config.cell, task.output_size, config.embed or config.hidden,
+                                     config.hidden, num_layers=config.layers, init=config.init,
+                                     **cell_options(config))
     return bptt.nn.SequenceModel(config.cell, task.input_size, config.hidden, task.output_size,
                                  num_layers=config.layers, init=config.init, **cell_options(config))
 
@@ -264,6 +281,8 @@ class _Run:
         self.trainer = TBPTT(self.model, self.loss_fn, self.optimizer, config.k1, config.k2,
                              clip_norm=config.clip or None)
         self.data_rng = np.random.default_rng([config.seed, _DATA_STREAM])
+        self.stream = (streams.StreamTraining(self.task, self.model, self.optimizer, self.loss_fn, config)
+                       if config.stateful else None)
         self.val = self.task.validation_set()
         self.step = 0
         self.seconds = 0.0
@@ -280,6 +299,8 @@ class _Run:
         arrays["seconds"] = np.asarray(self.seconds, dtype=np.float64)
         if self.gradflow_start is not None:
             arrays["gradflow_start"] = self.gradflow_start
+        if self.stream is not None:
+            arrays.update(self.stream.snapshot())
         return arrays
 
     def restore(self, arrays):
@@ -290,12 +311,16 @@ class _Run:
         self.step = int(arrays["step"])
         self.seconds = float(arrays["seconds"])
         self.gradflow_start = arrays.get("gradflow_start")
+        if self.stream is not None:
+            self.stream.restore(arrays)
 
     def parameters_finite(self):
         return all(np.isfinite(p.data).all() for p in self.model.parameters())
 
     # measurements
     def validate(self):
+        if self.stream is not None:
+            return streams.score(self.model, self.task, "validation")
         x, y, mask = self.val
         return float(self.task.score(predict(self.model, x), y, mask))
 
@@ -315,6 +340,9 @@ class _Run:
         The sequence goes to the TBPTT trainer k1 steps at a time (which trains exactly as
         feeding it at once), so every record arrives, and is timed, when its update is done.
         """
+        if self.stream is not None:
+            yield from self.stream.updates()
+            return
         x, y, mask = self.task.batch(self.config.batch, self.data_rng)
         self.trainer.reset_state()
         k1 = self.config.k1
@@ -519,7 +547,8 @@ def _result(run):
     result = {
         "task": run.task.name,
         "metric": run.task.metric,
-        "test": float(run.task.score(predict(run.model, x), y, mask)),
+        "test": (streams.score(run.model, run.task, "test") if run.stream is not None
+                 else float(run.task.score(predict(run.model, x), y, mask))),
         "baselines": {k: float(v) for k, v in run.task.baselines().items()},
         "steps": run.step,
         "seconds": round(run.seconds, 2),
@@ -529,6 +558,8 @@ def _result(run):
         "k2": run.config.k2,
         "suggested_k2": _suggested_k2(curves),
     }
+    if result["metric"] == "bpc":
+        result["perplexity"] = 2.0 ** result["test"]
     return result, curves
 
 
