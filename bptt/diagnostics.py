@@ -38,7 +38,8 @@ def _sequence(x, who):
     data = x.data if isinstance(x, Tensor) else np.asarray(x)
     tokens = data.ndim == 2 and data.dtype.kind in "iu"
     if data.ndim != 3 and not tokens or data.shape[0] < 1 or data.shape[1] < 1:
-        raise ValueError(f"{who}: x must be a sequence shaped (T, B, I) with T, B >= 1, got shape {data.shape}")
+        raise ValueError(f"{who}: x must be a sequence shaped (T, B, I), or (T, B) integer tokens, "
+                         f"with T, B >= 1, got shape {data.shape}")
     return data
 
 

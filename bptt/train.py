@@ -32,7 +32,9 @@ whole number of sequences and ``result.json`` reports the updates actually made.
 checkpoints happen at sequence boundaries, where no recurrent state is carried: a checkpoint
 therefore needs no TBPTT state, and resuming from it continues exactly as an uninterrupted run.
 Ctrl-C (KeyboardInterrupt) and a NaN/inf loss both leave the checkpoint at the last boundary
-reached with finite numbers.
+reached with finite numbers.  With ``stateful`` (``bptt.streams``) a sequence is instead one
+window of k1 steps of the B training streams, the state carried from window to window, and the
+checkpoint also holds the stream's position and what TBPTT carries (``TBPTT.stream_state``).
 
 The training batches come from their own generator, seeded by ``(seed, a fixed tag)`` and kept
 in the checkpoint, so they never coincide with the task's fixed validation and test sets.

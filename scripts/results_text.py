@@ -3,8 +3,9 @@
 The main row: a one-layer LSTM of 256 units trained statefully (the training text cut into 32
 streams, walked in windows of 100 characters, BPTT(100; 100), Adam) for three epochs, its test
 bits per character beside the n-gram baselines; then a sample of its text and its loss curve
-(copied to ``--figure``).  The truncation rows: k1 = k2 = k in ``--truncation-ks`` for one epoch
-each, so every run reads the same characters and only the reach of the gradient differs.
+(copied to ``--figure``).  The truncation rows: a 128-unit LSTM with k1 = k2 = k in
+``--truncation-ks``, each run reading the same ``--characters`` of the training streams (so
+``--steps`` grows as k shrinks) and only the reach of the gradient differs.
 
     python scripts/results_text.py
     python scripts/results_text.py --skip-main --truncation-ks 5,20,100
@@ -24,10 +25,12 @@ MAIN = ["--task", "shakespeare", "--stateful", "--hidden", "256", "--batch", "32
         "--epochs", "3", "--seed", "0"]
 
 
-def _truncation(ks):
+def _truncation(ks, characters):
+    # B = 32 streams read B * k characters per update: the same characters for every k
     return {f"shakespeare-k{k}": ["--task", "shakespeare", "--stateful", "--hidden", "128", "--batch",
-                                  "32", "--seq-len", k, "--lr", "2e-3", "--epochs", "1",
-                                  "--val-every", "100000", "--seed", "0"]
+                                  "32", "--seq-len", k, "--lr", "2e-3",
+                                  "--steps", characters // (32 * k), "--val-every", "100000",
+                                  "--seed", "0"]
             for k in ks}
 
 
@@ -35,9 +38,11 @@ def _truncation(ks):
 @click.option("--skip-main", is_flag=True, help="Only the truncation rows.")
 @click.option("--truncation-ks", default="5,20,100", show_default=True,
               help="k1 = k2 of the truncation rows (empty: skip them).")
+@click.option("--characters", default=320_000, show_default=True,
+              help="Training characters each truncation run reads.")
 @click.option("--figure", default="docs/shakespeare-loss.png", show_default=True)
 @click.option("--out-root", default="runs/results/text", show_default=True)
-def main(skip_main, truncation_ks, figure, out_root):
+def main(skip_main, truncation_ks, characters, figure, out_root):
     """Train, table the test bpc beside the baselines, print a sample and copy the loss curve."""
     if not skip_main:
         table({"shakespeare-lstm": MAIN}, out_root)
@@ -48,7 +53,7 @@ def main(skip_main, truncation_ks, figure, out_root):
     ks = [int(k) for k in truncation_ks.split(",") if k]
     if ks:
         click.echo()
-        table(_truncation(ks), out_root)
+        table(_truncation(ks, characters), out_root)
 
 
 if __name__ == "__main__":

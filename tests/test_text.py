@@ -1,6 +1,7 @@
 """The text task: reading, vocabulary, splits, bits per character, n-gram baselines, the language
 model, sampling, and the errors a bad file or prime gives."""
 
+import json
 import math
 
 import numpy as np
@@ -158,6 +159,10 @@ def test_text_training_and_sampling(tmp_path):
                     "--out", out, "--no-progress")
     assert result.exit_code == 0, result.output
     assert "corpus T=20 lstm: test bpc" in result.output and "trigram" in result.output
+    stored = json.loads((out / "result.json").read_text())
+    assert stored["perplexity"] == pytest.approx(2 ** stored["test"], rel=1e-12)
+    # evaluate re-scores the test part as the run did: one stream, the state carried
+    assert json.loads(invoke("evaluate", out, "--json").output)["test"] == stored["test"]
     a = invoke("sample", out, "--length", "40", "--prime", "to ", "--seed", "3")
     b = invoke("sample", out, "--length", "40", "--prime", "to ", "--seed", "3")
     assert a.exit_code == 0 and a.output == b.output
