@@ -31,6 +31,7 @@ import numpy as np
 
 from bptt.config import ConfigError
 from bptt.tape import no_grad
+from bptt.tasks.text import TextTask
 
 __all__ = ["batchify", "part_stream", "score", "updates_per_epoch", "window_loss", "configure",
            "StreamTraining"]
@@ -59,8 +60,6 @@ def batchify(a, streams):
 
 
 def _streamable(task):
-    from bptt.tasks import TextTask
-
     return isinstance(task, TextTask) or task.forecasting
 
 
@@ -72,8 +71,6 @@ def part_stream(task, part):
 
     Shapes: x (N,) int64 for a text, (N, I) for a series; y (N,) or (N, 1); mask (N,).
     """
-    from bptt.tasks import TextTask
-
     if isinstance(task, TextTask):
         if part == "train":
             ids = task.ids[task.parts["train"]]

@@ -231,7 +231,8 @@ def cell_options(config):
 
 
 def build_model(config, task):
-    """A ``SequenceModel`` for ``task``, drawn from the package generator seeded with ``config.seed``."""
+    """A ``SequenceModel`` for ``task`` (a ``LanguageModel`` for a text task), drawn from the
+    package generator seeded with ``config.seed``."""
     bptt.seed(config.seed)
     if isinstance(task, bptt.tasks.TextTask):
         return bptt.nn.LanguageModel(config.cell, task.output_size, config.embed or config.hidden,

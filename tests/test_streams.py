@@ -180,3 +180,36 @@ def test_stream_state_needs_an_update_point():
     trainer.run(np.zeros((6, 2, 1), np.float32), np.zeros((6, 2, 1), np.float32))
     with pytest.raises(RuntimeError, match="2 steps were fed since the last update"):
         trainer.stream_state()
+
+
+def test_stateful_language_model_matches_torch_chunk_and_detach(tmp_path):
+    torch = pytest.importorskip("torch")
+    config, task = training.prepare(TrainConfig(task="text", data=str(corpus(tmp_path)), seq_len=7,
+                                                hidden=5, embed=3, batch=3, stateful=True, steps=1,
+                                                clip=0.5, lr=0.01))
+    bptt.seed(0)
+    ours = bptt.nn.LanguageModel("lstm", task.output_size, 3, 5, dtype=np.float64)
+    walk = streams.StreamTraining(task, ours, bptt.optim.Adam(ours.parameters(), lr=0.01),
+                                  tasks.loss_function(task), config)
+    modules = torch.nn.ModuleDict({"embedding": torch.nn.Embedding(task.output_size, 3),
+                                   "rnn": torch.nn.LSTM(3, 5),
+                                   "head": torch.nn.Linear(5, task.output_size)})
+    modules.double().load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    opt = torch.optim.Adam(modules.parameters(), lr=0.01)
+    xs, ys = torch.from_numpy(walk.x), torch.from_numpy(walk.y)
+    state = None
+    for a in range(0, 7 * 12, 7):            # PyTorch's word_language_model loop: BPTT(7; 7)
+        ours_loss = [r["loss"] for r in walk.updates()][0]
+        y, state = modules["rnn"](modules["embedding"](xs[a:a + 7]),
+                                  None if state is None else tuple(s.detach() for s in state))
+        logits = modules["head"](y)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, task.output_size),
+                                                 ys[a:a + 7].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(modules.parameters(), 0.5)
+        opt.step()
+        assert ours_loss == pytest.approx(loss.item(), rel=1e-10)
+    theirs = modules.state_dict()
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.data, theirs[name].numpy(), rtol=1e-9, atol=1e-11, err_msg=name)

@@ -146,7 +146,7 @@ class TextTask(Task):
     Shapes
     ------
     batch: x (T, B) int64, y (T, B) int64 (the next characters), mask (T,) all ones.
-    validation_set / test_set: x (T, n, ) int64, y (T, n), mask (T,), n consecutive windows.
+    validation_set / test_set: x (T, n) int64, y (T, n), mask (T,), n consecutive windows.
     """
 
     loss = "cross_entropy"
