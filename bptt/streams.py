@@ -10,8 +10,8 @@ One epoch walks the columns from start to end in windows of k1 steps through ``b
 which carries the state across windows (k2 steps backpropagated at each update) and is reset only
 at the start of an epoch.  A window makes one update; the last window of an epoch may be shorter
 and makes its update through ``finish``.  Between windows a run can checkpoint: the stream's
-position, the epoch and the carried state join the checkpoint, and a resumed run continues the
-walk exactly.
+position, the epoch, the carried state and the steps a later update still reaches back into
+(``TBPTT.stream_state``) join the checkpoint, and a resumed run continues the walk exactly.
 
 Scoring.  The validation and test parts are each scored as one stream with the state carried from
 its start to its end, no resets inside (how stateful models are scored).  A text part starts
