@@ -35,10 +35,12 @@ __all__ = ["hidden_grad_norms", "jacobians", "jacobian_norms", "DecayFit", "deca
 # -- helpers ------------------------------------------------------------------------------------
 
 def _sequence(x, who):
-    """The (T, B, I) input as an array, or a ValueError naming ``who`` and the shape."""
+    """The (T, B, I) input (or (T, B) integer tokens) as an array, or a ValueError naming ``who``."""
     data = x.data if isinstance(x, Tensor) else np.asarray(x)
-    if data.ndim != 3 or data.shape[0] < 1 or data.shape[1] < 1:
-        raise ValueError(f"{who}: x must be a sequence shaped (T, B, I) with T, B >= 1, got shape {data.shape}")
+    tokens = data.ndim == 2 and data.dtype.kind in "iu"
+    if data.ndim != 3 and not tokens or data.shape[0] < 1 or data.shape[1] < 1:
+        raise ValueError(f"{who}: x must be a sequence shaped (T, B, I), or (T, B) integer tokens, "
+                         f"with T, B >= 1, got shape {data.shape}")
     return data
 
 

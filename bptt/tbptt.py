@@ -360,6 +360,63 @@ class TBPTT:
         """
         return [self._update()] if self._pos > self._last else []
 
+    def stream_state(self):
+        """What continuing the current stream exactly needs, as ``{name: array}``, at an update.
+
+        The carried state, the stream position and the pieces a later window may still reach
+        (k2 > k1, or a ``finish`` that reaches back k2 steps): each piece's inputs, entering state
+        and the parameter arrays it ran with.  ``load_stream_state`` on a trainer over the same
+        model continues the stream with the same updates; restored pieces are replayed when a
+        window reaches them (exact unless they were recorded with dropout, which draws anew).
+
+        Raises
+        ------
+        RuntimeError
+            When steps were fed since the last update (their losses are not part of the state).
+        """
+        if self._pos != self._last:
+            raise RuntimeError(f"TBPTT.stream_state: {self._pos - self._last} steps were fed since "
+                               "the last update; take the state right after an update")
+        out = {"position": np.asarray(self._pos, dtype=np.int64)}
+        if self.state is None:
+            return out
+        out["state_parts"] = np.asarray(len(self.state) if isinstance(self.state, (tuple, list)) else 0)
+        out.update({f"state.{i}": _data(s) for i, s in enumerate(_flat(self.state))})
+        weight_sets = []
+        for k, piece in enumerate(self._pieces):
+            if not any(piece.weights is w for w in weight_sets):
+                weight_sets.append(piece.weights)
+            out[f"piece.{k}.start"] = np.asarray(piece.start, dtype=np.int64)
+            out[f"piece.{k}.weights"] = np.asarray(next(j for j, w in enumerate(weight_sets)
+                                                        if w is piece.weights))
+            out[f"piece.{k}.x"], out[f"piece.{k}.m"] = piece.x, np.asarray(piece.m)
+            out.update({f"piece.{k}.state.{i}": _data(s) for i, s in enumerate(_flat(piece.state))})
+        for j, weights in enumerate(weight_sets):
+            out.update({f"weights.{j}.{i}": w for i, w in enumerate(weights)})
+        return out
+
+    def load_stream_state(self, arrays):
+        """Continue the stream ``stream_state`` saved (see there)."""
+        self.reset_state()
+        self._pos = self._last = int(arrays["position"])
+        if "state_parts" not in arrays:
+            return
+        n = int(arrays["state_parts"])
+
+        def state(prefix):
+            parts = tuple(Tensor(arrays[f"{prefix}{i}"]) for i in range(max(n, 1)))
+            return parts if n else parts[0]
+
+        self.state = state("state.")
+        k = 0
+        while f"piece.{k}.start" in arrays:
+            j = int(arrays[f"piece.{k}.weights"])
+            weights = [arrays[f"weights.{j}.{i}"] for i in range(len(self._params))]
+            self._keep(_Piece(int(arrays[f"piece.{k}.start"]), arrays[f"piece.{k}.x"],
+                              state(f"piece.{k}.state."), weights, None, None, None,
+                              arrays[f"piece.{k}.m"], True))
+            k += 1
+
     # -- recording ------------------------------------------------------------------------------
     @staticmethod
     def _detached(state):

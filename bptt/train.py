@@ -32,7 +32,9 @@ whole number of sequences and ``result.json`` reports the updates actually made.
 checkpoints happen at sequence boundaries, where no recurrent state is carried: a checkpoint
 therefore needs no TBPTT state, and resuming from it continues exactly as an uninterrupted run.
 Ctrl-C (KeyboardInterrupt) and a NaN/inf loss both leave the checkpoint at the last boundary
-reached with finite numbers.
+reached with finite numbers.  With ``stateful`` (``bptt.streams``) a sequence is instead one
+window of k1 steps of the B training streams, the state carried from window to window, and the
+checkpoint also holds the stream's position and what TBPTT carries (``TBPTT.stream_state``).
 
 The training batches come from their own generator, seeded by ``(seed, a fixed tag)`` and kept
 in the checkpoint, so they never coincide with the task's fixed validation and test sets.
@@ -53,7 +55,7 @@ import numpy as np
 
 import bptt
 from bptt import rng as bptt_rng
-from bptt import rundir
+from bptt import rundir, streams
 from bptt.config import ConfigError, RunError, option_choice, option_float, option_integer
 from bptt.io import save_json, save_npz
 from bptt.nn import cell as cell_registry
@@ -102,7 +104,10 @@ class TrainConfig:
     ``lr`` the optimizer's default in ``OPTIMIZERS``; ``prepare`` fills them in.  ``data``,
     ``columns`` and ``target`` train on a user's CSV series instead of a named task.
     ``forget_bias`` and ``nonlinearity`` go to the cells that take them (LSTM; RNN and IndRNN);
-    ``nonlinearity=None`` is the cell's own default.
+    ``nonlinearity=None`` is the cell's own default.  ``task='text'`` reads the UTF-8 file
+    ``data``.  ``stateful`` trains on the training part cut into ``batch`` streams with the state
+    carried (``bptt.streams``); ``epochs``, which needs it, then fixes ``steps``.  ``embed`` is
+    the embedding width of a text model (None: ``hidden``).
     """
 
     task: str = "adding"
@@ -125,6 +130,9 @@ class TrainConfig:
     data: str | None = None
     columns: list[str] = field(default_factory=list)
     target: str | None = None
+    stateful: bool = False
+    epochs: int | None = None
+    embed: int | None = None
 
 
 def prepare(config):
@@ -148,11 +156,13 @@ def prepare(config):
     if not isinstance(c.columns, (list, tuple)) or not all(isinstance(v, str) for v in c.columns):
         raise ConfigError("--column", f"need a list of column names, got {c.columns!r}")
     c.columns = list(c.columns)
+    if c.task == "text" and c.data is None:
+        raise ConfigError("--data", "--task text reads a UTF-8 text file: give it with --data")
     if c.data is None and c.task not in tasks.names():
         raise ConfigError("--task", f"unknown task {c.task!r}; choose from {', '.join(tasks.names())}")
     if c.data is None and (c.columns or c.target):
         raise ConfigError("--data", "--column and --target select columns of a CSV given with --data")
-    if c.data is not None and not c.target:
+    if c.data is not None and not c.target and c.task != "text":
         raise ConfigError("--target", f"name the column of {c.data} to forecast")
     if c.data is not None:
         c.data = os.path.abspath(c.data)
@@ -173,7 +183,9 @@ def prepare(config):
             cell.options[key].validate(f"--cell {c.cell}", key, value)
         except ValueError as err:
             raise ConfigError("--" + key.replace("_", "-"), str(err)) from None
-    for name in ("hidden", "layers", "batch", "steps", "val_every") + (("seq_len",) if c.seq_len else ()):
+    names = ("hidden", "layers", "batch", "steps", "val_every") + (("seq_len",) if c.seq_len else ()) \
+        + (("epochs",) if c.epochs is not None else ()) + (("embed",) if c.embed is not None else ())
+    for name in names:
         setattr(c, name, option_integer(getattr(c, name), _option(name)))
     c.seed = option_integer(c.seed, "--seed", least=0)
     task = build_task(c)
@@ -190,6 +202,7 @@ def prepare(config):
     c.lr = option_float(OPTIMIZERS[c.optimizer][1] if c.lr is None else c.lr, "--lr", low=0, low_open=True,
                         what="a learning rate")
     c.clip = option_float(c.clip, "--clip", low=0, what="a gradient-norm limit")
+    streams.configure(c, task)
     _check_memory(c, task)
     return c, task
 
@@ -233,6 +246,8 @@ def build_task(config):
     from bptt import tasks
 
     try:
+        if config.task == "text":
+            return tasks.text(config.data, **({"seq_len": config.seq_len} if config.seq_len else {}))
         if config.data is not None:
             return tasks.from_csv(config.data, config.target, columns=config.columns or None,
                                   **({"seq_len": config.seq_len} if config.seq_len else {}))
@@ -252,8 +267,13 @@ def cell_options(config):
 
 
 def build_model(config, task):
-    """A ``SequenceModel`` for ``task``, drawn from the package generator seeded with ``config.seed``."""
+    """A ``SequenceModel`` for ``task`` (a ``LanguageModel`` for a text task), drawn from the
+    package generator seeded with ``config.seed``."""
     bptt.seed(config.seed)
+    if isinstance(task, bptt.tasks.TextTask):
+        return bptt.nn.LanguageModel(config.cell, task.output_size, config.embed or config.hidden,
+                                     config.hidden, num_layers=config.layers, init=config.init,
+                                     **cell_options(config))
     return bptt.nn.SequenceModel(config.cell, task.input_size, config.hidden, task.output_size,
                                  num_layers=config.layers, init=config.init, **cell_options(config))
 
@@ -318,6 +338,8 @@ class _Run:
         self.trainer = TBPTT(self.model, self.loss_fn, self.optimizer, config.k1, config.k2,
                              clip_norm=config.clip or None)
         self.data_rng = np.random.default_rng([config.seed, _DATA_STREAM])
+        self.stream = (streams.StreamTraining(self.task, self.model, self.optimizer, self.loss_fn, config)
+                       if config.stateful else None)
         self.val = self.task.validation_set()
         self.step = 0
         self.seconds = 0.0
@@ -338,6 +360,8 @@ class _Run:
         arrays["meta"] = np.asarray(json.dumps({**self.meta, "steps": self.config.steps}))
         if self.gradflow_start is not None:
             arrays["gradflow_start"] = self.gradflow_start
+        if self.stream is not None:
+            arrays.update(self.stream.snapshot())
         return arrays
 
     def restore(self, arrays):
@@ -362,6 +386,8 @@ class _Run:
         except (ValueError, TypeError, KeyError) as err:
             raise rundir.CorruptRun(f"{path}: does not fit the run's model ({err})") from None
         self.gradflow_start = arrays.get("gradflow_start")
+        if self.stream is not None:
+            self.stream.restore(arrays)
 
     def _check_meta(self, meta, path):
         stored = meta.get("config", {}) if isinstance(meta, dict) else {}
@@ -386,6 +412,8 @@ class _Run:
 
     # measurements
     def validate(self):
+        if self.stream is not None:
+            return streams.score(self.model, self.task, "validation")
         x, y, mask = self.val
         return float(self.task.score(predict(self.model, x), y, mask))
 
@@ -405,6 +433,9 @@ class _Run:
         The sequence goes to the TBPTT trainer k1 steps at a time (which trains exactly as
         feeding it at once), so every record arrives, and is timed, when its update is done.
         """
+        if self.stream is not None:
+            yield from self.stream.updates()
+            return
         x, y, mask = self.task.batch(self.config.batch, self.data_rng)
         self.trainer.reset_state()
         k1 = self.config.k1
@@ -634,7 +665,8 @@ def _result(run):
     result = {
         "task": run.task.name,
         "metric": run.task.metric,
-        "test": float(run.task.score(predict(run.model, x), y, mask)),
+        "test": (streams.score(run.model, run.task, "test") if run.stream is not None
+                 else float(run.task.score(predict(run.model, x), y, mask))),
         "baselines": {k: float(v) for k, v in run.task.baselines().items()},
         "steps": run.step,
         "seconds": round(run.seconds, 2),
@@ -644,6 +676,8 @@ def _result(run):
         "k2": run.config.k2,
         "suggested_k2": _suggested_k2(curves),
     }
+    if result["metric"] == "bpc":
+        result["perplexity"] = 2.0 ** result["test"]
     return result, curves
 
 

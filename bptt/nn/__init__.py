@@ -1,13 +1,14 @@
 """Modules, layers, initialisers, losses and recurrent networks."""
 
 from bptt.nn.module import Module, Parameter
-from bptt.nn.layers import Linear, Sequential, Identity, Tanh, Sigmoid, ReLU, LeakyReLU, Dropout
+from bptt.nn.layers import Linear, Embedding, Sequential, Identity, Tanh, Sigmoid, ReLU, LeakyReLU, Dropout
 from bptt.nn import init
 from bptt.nn.losses import (mse_loss, l1_loss, huber_loss, binary_cross_entropy_with_logits,
                              cross_entropy, MSELoss, L1Loss, HuberLoss, BCEWithLogitsLoss,
                              CrossEntropyLoss)
 from bptt.nn.cell import CellType, Option, register as register_cell, names as cell_names
 from bptt.nn.recurrent import Cell, Recurrent, SequenceModel
+from bptt.nn.language_model import LanguageModel
 from bptt.nn.cells.rnn import RNNCell, RNN
 from bptt.nn.cells.lstm import LSTMCell, LSTM
 from bptt.nn.cells.gru import GRUCell, GRU

@@ -1,10 +1,11 @@
-"""Feedforward layers: Linear, Sequential, activations and Dropout."""
+"""Feedforward layers: Linear, Embedding, Sequential, activations and Dropout."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import scipy.sparse
 
 from bptt import ops
 from bptt.config import integer
@@ -13,7 +14,7 @@ from bptt.nn.module import Module, Parameter
 from bptt.rng import generator
 from bptt.tape import Tensor, get_default_dtype
 
-__all__ = ["Linear", "Sequential", "Identity", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "Dropout"]
+__all__ = ["Linear", "Embedding", "Sequential", "Identity", "Tanh", "Sigmoid", "ReLU", "LeakyReLU", "Dropout"]
 
 
 def check_float(x, who):
@@ -71,6 +72,92 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+@ops.primitive
+class embedding:
+    """Rows ``weight[indices]`` for integer ``indices`` of any shape; the gradient scatter-adds.
+
+    The cotangent of ``weight`` sums the output cotangents of every position that reads a row:
+    a (V, N) sparse selection matrix times the (N, D) cotangents (``scipy.sparse``), never a
+    dense one-hot.  The row ``padding_idx``, if given, gets no gradient (PyTorch's rule).
+    """
+
+    def examples(rng):   # padding_idx is not among them: its row's zero gradient is a rule, not d/dW
+        weight = rng.uniform(-2, 2, size=(6, 3))
+        return [((weight, np.array([0, 2, 2, 5])), {}),
+                ((weight, rng.integers(0, 6, size=(4, 3))), {}),
+                ((weight, np.array(3)), {})]
+
+    def fwd(weight, indices, padding_idx=None):
+        return weight[indices], (weight.shape, indices, padding_idx)
+
+    def bwd(res, g, needs):
+        (V, D), indices, padding_idx = res
+        flat = indices.reshape(-1)
+        select = scipy.sparse.csr_matrix((np.ones(flat.size, g.dtype), (flat, np.arange(flat.size))),
+                                         shape=(V, flat.size))
+        dW = np.asarray(select @ g.reshape(flat.size, D))
+        if padding_idx is not None:
+            dW[padding_idx] = 0
+        return dW, None
+
+
+class Embedding(Module):
+    """A lookup table: row ``x`` of ``weight`` for every integer ``x`` of the input.
+
+    Parameters
+    ----------
+    num_embeddings : int
+        V, the size of the vocabulary.
+    embedding_dim : int
+        D, the size of each vector.
+    padding_idx : int, optional
+        A row that is initialised to zeros and never receives a gradient (negative counts from
+        the end, as in PyTorch).
+    dtype : numpy dtype, optional
+        Of the weight; the default dtype (float32) when None.
+    rng : numpy.random.Generator, optional
+        For the initial weight; the package-wide generator when None.
+
+    Attributes
+    ----------
+    weight : Parameter, shape (num_embeddings, embedding_dim)
+        Initialised from N(0, 1), as PyTorch does.
+
+    Shapes
+    ------
+    x (*) integers in [0, V) -> y (*, D)
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=None, rng=None):
+        super().__init__()
+        who = "Embedding"
+        self.num_embeddings = integer(num_embeddings, "num_embeddings", who)
+        self.embedding_dim = integer(embedding_dim, "embedding_dim", who)
+        if padding_idx is not None:
+            if integer(padding_idx, "padding_idx", who, least=-self.num_embeddings) >= self.num_embeddings:
+                raise ValueError(f"{who}: padding_idx must be in [-{self.num_embeddings}, "
+                                 f"{self.num_embeddings}), got {padding_idx}")
+            padding_idx = int(padding_idx) % self.num_embeddings
+        self.padding_idx = padding_idx
+        self.weight = init.normal_(Parameter(np.empty((self.num_embeddings, self.embedding_dim),
+                                                      np.dtype(dtype or get_default_dtype()))), rng=rng)
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
+
+    def forward(self, x):
+        x = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"{self!r}: input has dtype {x.dtype}; need integer indices")
+        if x.size and (x.min() < 0 or x.max() >= self.num_embeddings):
+            bad = x[(x < 0) | (x >= self.num_embeddings)].reshape(-1)[0]
+            raise IndexError(f"{self!r}: index {bad} is outside [0, {self.num_embeddings})")
+        return embedding(self.weight, x, padding_idx=self.padding_idx)
+
+    def extra_repr(self):
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
 
 
 class Sequential(Module):

@@ -22,9 +22,10 @@ from bptt.tasks.forecasting import SeriesTask, from_csv
 from bptt.tasks import forecasting as _fc
 from bptt.tasks.lag import Lag
 from bptt.tasks import toy as _toy
+from bptt.tasks.text import TextTask, text, shakespeare as _shakespeare
 
 __all__ = ["get", "names", "options", "loss_function", "from_csv", "catalogue", "format_catalogue",
-           "Task", "SeriesTask"]
+           "Task", "SeriesTask", "TextTask", "text"]
 
 _REGISTRY = {
     "adding": _toy.Adding,
@@ -39,6 +40,7 @@ _REGISTRY = {
     "sunspots": _fc.sunspots,
     "airline": _fc.airline,
     "nile": _fc.nile,
+    "shakespeare": _shakespeare,
 }
 
 
