@@ -100,6 +100,23 @@ def main():
 _TRAIN_DEFAULTS = TrainConfig()
 
 
+class _K2(click.ParamType):
+    """A positive integer, or 'auto'."""
+
+    name = "INTEGER|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            k = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a positive integer nor 'auto'", param, ctx)
+        if k < 1:
+            self.fail(f"{k} is not a positive integer", param, ctx)
+        return k
+
+
 def _takes(option):
     """The registered cells that have ``option``, for help texts."""
     from bptt.nn import cell
@@ -119,7 +136,15 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--hidden", default=_TRAIN_DEFAULTS.hidden, show_default=True, type=_POSITIVE, help="Hidden units H.")
 @click.option("--layers", default=_TRAIN_DEFAULTS.layers, show_default=True, type=_POSITIVE)
 @click.option("--k1", default=None, type=_POSITIVE, help="Update every k1 steps  [default: T]")
-@click.option("--k2", default=None, type=_POSITIVE, help="Backpropagate k2 steps, k2 >= k1  [default: k1]")
+@click.option("--k2", default=None, type=_K2(),
+              help="Backpropagate k2 steps, k2 >= k1, or 'auto': the shortest window whose "
+                   "geometric-tail bound on the gradient's relative bias is at most --max-bias, "
+                   "chosen again at every update from the decay measured  [default: k1]")
+@click.option("--max-bias", default=_TRAIN_DEFAULTS.max_bias, show_default=True,
+              type=_Finite(low=0, low_open=True), help="With --k2 auto: the relative bias allowed.")
+@click.option("--checkpoint", default=None,
+              help="Store only some states and recompute the rest in backward: 'sqrt', a number of "
+                   "stored states, or a memory budget per layer such as 500MB  [default: store all]")
 @click.option("--optimizer", default=_TRAIN_DEFAULTS.optimizer, show_default=True,
               type=click.Choice(list(OPTIMIZERS)))
 @click.option("--lr", default=None, type=_Finite(low=0, low_open=True),

@@ -183,8 +183,10 @@ class StreamTraining:
         x, y, _ = part_stream(task, "train")
         self.x, self.y = batchify(x, config.batch), batchify(y, config.batch)
         self.k1 = config.k1
-        self.trainer = TBPTT(model, loss_fn, optimizer, config.k1, config.k2,
-                             clip_norm=config.clip or None, window_loss=window_loss(task))
+        from bptt.train import tbptt_options
+
+        self.trainer = TBPTT(model, loss_fn, optimizer, config.k1, config.k2, clip_norm=config.clip or None,
+                             window_loss=window_loss(task), **tbptt_options(config))
         self.epoch = 0
         self.position = 0
 

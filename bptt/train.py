@@ -55,6 +55,7 @@ import numpy as np
 
 import bptt
 from bptt import rng as bptt_rng
+from bptt import checkpoint as checkpointing
 from bptt import rundir, streams
 from bptt.config import ConfigError, RunError, option_choice, option_float, option_integer
 from bptt.io import save_json, save_npz
@@ -133,6 +134,8 @@ class TrainConfig:
     stateful: bool = False
     epochs: int | None = None
     embed: int | None = None
+    max_bias: float = 0.1
+    checkpoint: str | None = None
 
 
 def prepare(config):
@@ -192,8 +195,21 @@ def prepare(config):
     c.seq_len = task.seq_len
     # As in TBPTT, k2 defaults to k1; with neither given both are T: full BPTT.
     c.k1 = option_integer(c.seq_len if c.k1 is None else c.k1, "--k1")
-    c.k2 = option_integer(c.k1 if c.k2 is None else c.k2, "--k2")
-    if c.k2 < c.k1:
+    if c.k2 == "auto":      # adaptive truncation: TBPTT picks k2 from the decay it measures
+        c.max_bias = option_float(c.max_bias, "--max-bias", low=0, low_open=True, what="a bias bound")
+        if c.max_bias >= 1:
+            raise ConfigError("--max-bias", f"need a relative bias bound in (0, 1), got {c.max_bias}")
+    else:
+        c.k2 = option_integer(c.k1 if c.k2 is None else c.k2, "--k2")
+    if c.checkpoint is not None:
+        try:
+            checkpointing.resolve(c.checkpoint, "--checkpoint")
+        except (ValueError, TypeError) as err:
+            raise ConfigError("--checkpoint", str(err).removeprefix("--checkpoint: ")) from None
+        if c.k2 == "auto":
+            raise ConfigError("--checkpoint", "--k2 auto runs one step at a time; checkpointing "
+                                              "applies to the sequence path")
+    if c.k2 != "auto" and c.k2 < c.k1:
         raise ConfigError("--k2", f"k2 = {c.k2} is shorter than k1 = {c.k1}; need k2 >= k1 "
                                   f"(k2 = k1 detaches every k1 steps; k1 = k2 = T is full BPTT)")
     if c.k1 > c.seq_len:
@@ -220,7 +236,7 @@ def memory_estimate(config, task):
     sizes = [task.input_size] + [H] * L
     params = sum(G * H * (i + H + 2) for i in sizes[:-1]) + (H + 1) * task.output_size
     per_step = L * (G + 3) * H + task.output_size      # gates, states and output of one example
-    window = min(T, config.k1 + config.k2)
+    window = min(T, config.k1 + (T if config.k2 == "auto" else config.k2))
     examples = task.validation_size + task.test_size
     return 4 * (4 * params + per_step * (window * config.batch + SCORE_STEPS)
                 + examples * T * task.input_size)
@@ -264,6 +280,11 @@ def cell_options(config):
     ``nonlinearity`` that the cell takes (None: the cell's default)."""
     takes = cell_registry.get(config.cell).options
     return {k: getattr(config, k) for k in _CELL_OPTIONS if k in takes and getattr(config, k) is not None}
+
+
+def tbptt_options(config):
+    """The TBPTT options a run passes on: checkpointing, and the bias bound of ``--k2 auto``."""
+    return {"checkpoint": config.checkpoint, "max_bias": config.max_bias}
 
 
 def build_model(config, task):
@@ -336,7 +357,7 @@ class _Run:
         self.optimizer = build_optimizer(config, self.model)
         self.loss_fn = tasks.loss_function(self.task)
         self.trainer = TBPTT(self.model, self.loss_fn, self.optimizer, config.k1, config.k2,
-                             clip_norm=config.clip or None)
+                             clip_norm=config.clip or None, **tbptt_options(config))
         self.data_rng = np.random.default_rng([config.seed, _DATA_STREAM])
         self.stream = (streams.StreamTraining(self.task, self.model, self.optimizer, self.loss_fn, config)
                        if config.stateful else None)

@@ -351,3 +351,23 @@ def test_train_does_not_import_click():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(training.__file__))))
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_checkpointed_and_adaptive_runs(tmp_path):
+    """--checkpoint recomputes instead of storing and gives the same run; --k2 auto trains
+    with the window TBPTT picks (stored as 'auto'); bad values are usage errors."""
+    base = [*TINY_ARGS, "--k1", "3"]
+    plain = invoke("train", *base, "--out", tmp_path / "plain")
+    checked = invoke("train", *base, "--checkpoint", "2", "--out", tmp_path / "checked")
+    assert plain.exit_code == checked.exit_code == 0, checked.output
+    a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("plain", "checked"))
+    assert b["test"] == pytest.approx(a["test"], rel=1e-4)
+    auto = invoke("train", *base, "--k2", "auto", "--max-bias", "0.2", "--out", tmp_path / "auto")
+    assert auto.exit_code == 0, auto.output
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["k2"] == "auto"
+    for args, message in ((["--checkpoint", "abc"], "checkpoint must be 'sqrt', a number of stored states"),
+                          (["--k2", "auto", "--max-bias", "1.5"], "need a relative bias bound in (0, 1)"),
+                          (["--k2", "auto", "--checkpoint", "sqrt"], "--k2 auto runs one step at a time"),
+                          (["--k2", "0"], "0 is not a positive integer")):
+        result = invoke("train", *base, *args, "--out", tmp_path / "bad")
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
