@@ -38,7 +38,7 @@ from bptt.forward import JVPError, forward_mode
 from bptt.nn.module import Module
 from bptt.optim import clip_grad_norm
 from bptt.tape import Tensor, enable_grad, no_grad
-from bptt.tbptt import _data, _flat, _shaped     # the state helpers TBPTT uses
+from bptt.tbptt import _data, _flat, _shaped, check_interfaces     # what TBPTT uses too
 
 __all__ = ["RTRL", "UORO", "adaptive_k2", "measured_k2", "gradient_alignment", "parse_estimator"]
 
@@ -77,14 +77,7 @@ class _Online:
 
     def __init__(self, model, loss_fn, optimizer, k1=1, clip_norm=None):
         who = type(self).__name__
-        for name in ("step", "initial_state"):
-            if not callable(getattr(model, name, None)):
-                raise TypeError(f"{who}: the model needs a {name}() method; "
-                                f"{type(model).__name__} has none")
-        for name in ("zero_grad", "step"):
-            if not callable(getattr(optimizer, name, None)):
-                raise TypeError(f"{who}: the optimizer needs a {name}() method; "
-                                f"{type(optimizer).__name__} has none")
+        check_interfaces(who, model, optimizer)
         if isinstance(k1, bool) or not isinstance(k1, (int, np.integer)):
             raise TypeError(f"{who}: k1 must be an integer, got {k1!r}")
         if k1 < 1:

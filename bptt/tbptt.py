@@ -61,6 +61,17 @@ def _data(t):
     return t.data if isinstance(t, Tensor) else np.asarray(t)
 
 
+def check_interfaces(who, model, optimizer):
+    """A TypeError naming ``who`` unless the model can step a stream and the optimizer step."""
+    for name in ("step", "initial_state"):
+        if not callable(getattr(model, name, None)):
+            raise TypeError(f"{who}: the model needs a {name}() method; {type(model).__name__} has none")
+    for name in ("zero_grad", "step"):
+        if not callable(getattr(optimizer, name, None)):
+            raise TypeError(f"{who}: the optimizer needs a {name}() method; "
+                            f"{type(optimizer).__name__} has none")
+
+
 class WindowSchedule:
     """Where BPTT(k2; k1) updates and where it cuts: arithmetic on stream positions, no tensors.
 
@@ -191,14 +202,7 @@ class TBPTT:
 
     def __init__(self, model, loss_fn, optimizer, k1, k2=None, clip_norm=None, fast_path=None,
                  window_loss=None, checkpoint=None, max_bias=0.1, k2_max=None):
-        for name in ("step", "initial_state"):
-            if not callable(getattr(model, name, None)):
-                raise TypeError(f"TBPTT: the model needs a {name}() method; "
-                                f"{type(model).__name__} has none")
-        for name in ("zero_grad", "step"):
-            if not callable(getattr(optimizer, name, None)):
-                raise TypeError(f"TBPTT: the optimizer needs a {name}() method; "
-                                f"{type(optimizer).__name__} has none")
+        check_interfaces("TBPTT", model, optimizer)
         k2 = k1 if k2 is None else k2
         self.adaptive = isinstance(k2, str)
         if self.adaptive:
