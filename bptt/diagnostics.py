@@ -26,6 +26,7 @@ import scipy.linalg
 import scipy.stats
 
 from bptt import checkpoint as checkpointing
+from bptt.config import check_finite
 from bptt.tape import Tensor, no_grad
 
 __all__ = ["hidden_grad_norms", "jacobians", "jacobian_norms", "DecayFit", "decay_rate",
@@ -41,6 +42,7 @@ def _sequence(x, who):
     if data.ndim != 3 and not tokens or data.shape[0] < 1 or data.shape[1] < 1:
         raise ValueError(f"{who}: x must be a sequence shaped (T, B, I), or (T, B) integer tokens, "
                          f"with T, B >= 1, got shape {data.shape}")
+    check_finite(who, x=data)
     return data
 
 

@@ -311,6 +311,19 @@ def write_csv(path, results):
     return path
 
 
+def _writable_folder(option, path):
+    """Make the folder ``path`` goes into, or a ConfigError saying why it cannot be written."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(option, f"cannot write {os.fspath(path)!r}: {err.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(option, f"cannot write {os.fspath(path)!r}: {folder} is not writable")
+
+
 def _positive(option, value):
     option_integer(value, option)
 
@@ -364,6 +377,8 @@ def run(cells=None, *, seq_len=200, hidden=64, layers=1, init="default", forget_
     ext = os.path.splitext(os.fspath(out))[1].lower().lstrip(".")
     if ext not in plots.FORMATS:
         raise ConfigError("--out", f"{os.fspath(out)!r} must end in {', '.join('.' + f for f in plots.FORMATS)}")
+    for option, path in (("--out", out), ("--csv", csv_path)):
+        _writable_folder(option, path)      # before minutes of measuring, not after
     try:
         the_task = tasks.get(task, seq_len=seq_len)
     except ValueError as err:

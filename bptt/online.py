@@ -34,6 +34,7 @@ import warnings
 import numpy as np
 
 from bptt import rng as _rng
+from bptt.config import check_finite
 from bptt.forward import JVPError, forward_mode
 from bptt.nn.module import Module
 from bptt.optim import clip_grad_norm
@@ -56,11 +57,12 @@ def _stream(x, y, mask, who):
     if len(y) != T:
         raise ValueError(f"{who}: x has {T} steps but y has {len(y)}; they must match")
     if mask is None:
-        return x, np.ones(T)
+        mask = np.ones(T)
     mask = np.asarray(_data(mask), dtype=np.float64)
     if mask.shape != (T,):
         raise ValueError(f"{who}: mask must have shape (T,) = ({T},), one weight per step, "
                          f"got {mask.shape}")
+    check_finite(who, x=x, y=_data(y), mask=mask)
     return x, mask
 
 

@@ -158,3 +158,10 @@ def test_command_usage_errors(args, message):
     result = CliRunner().invoke(main, ["gradflow", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_an_unwritable_out_is_refused_before_measuring(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(main, ["gradflow", "--out", str(blocker / "figure.png")])
+    assert result.exit_code == 2 and "cannot write" in result.output and "--out" in result.output

@@ -313,3 +313,16 @@ def test_adaptive_k2_without_decay_and_bad_input():
     # lags before min_lag (where losses are still added) are left out of the fit
     curve = np.concatenate([[5.0, 3.0, 9.0], 0.5 ** np.arange(8)])
     assert adaptive_k2(curve, 0.1, min_lag=3) == 4
+
+
+def test_online_estimators_reject_non_finite_inputs():
+    from bptt import nn, optim
+    from bptt.online import RTRL, UORO
+
+    model = nn.SequenceModel("rnn", 1, 2, 1, dtype=np.float64)
+    x = np.zeros((4, 1, 1))
+    x[2, 0, 0] = np.inf
+    for cls in (RTRL, UORO):
+        trainer = cls(model, nn.mse_loss, optim.SGD(model.parameters(), lr=0.1))
+        with pytest.raises(ValueError, match=r"run: x holds a non-finite value \(inf\) at index \(2, 0, 0\)"):
+            trainer.run(x, np.zeros((4, 1, 1)))
