@@ -18,6 +18,7 @@ job (``bptt train --stateful``); ``stream(part)`` gives it the part as one long 
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 import os
 from pathlib import Path
@@ -31,9 +32,6 @@ __all__ = ["TextTask", "text", "shakespeare", "read_text", "ngram_bits", "UNKNOW
 
 #: How the reserved unknown symbol (index 0) is shown when a text is decoded.
 UNKNOWN = "\N{REPLACEMENT CHARACTER}"
-
-_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-
 
 def read_text(path):
     """The contents of ``path`` as a ``str``, or a ValueError naming the file and the offset.
@@ -297,5 +295,7 @@ def text(path, level="char", seq_len=100, validation=0.05, test=0.05, name=None)
 
 def shakespeare(seq_len=100, validation=0.05, test=0.05):
     """The works of Shakespeare as used by char-rnn (``data/tinyshakespeare.txt``, 1.1 MB)."""
-    return text(_DATA_DIR / "tinyshakespeare.txt", seq_len=seq_len, validation=validation,
-                test=test, name="shakespeare")
+    from bptt.tasks.forecasting import DATA_DIR      # the shipped data, installed or in a checkout
+
+    with importlib.resources.as_file(DATA_DIR / "tinyshakespeare.txt") as path:
+        return text(path, seq_len=seq_len, validation=validation, test=test, name="shakespeare")
