@@ -316,6 +316,8 @@ def _writable_folder(option, path):
     if path is None:
         return
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(option, f"cannot write {os.fspath(path)!r}: {folder} is not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as err:

@@ -496,7 +496,7 @@ def test_a_binary_csv_is_a_usage_error(tmp_path):
 @pytest.mark.parametrize("args, code, fragment", [
     (["--lr", "nan"], 2, r"Invalid value for '--lr': 'nan' is not a finite number"),
     (["--forget-bias", "inf"], 2, r"Invalid value for '--forget-bias'"),
-    (["--out", "/dev/null/fig.png"], 1, r"^[^\n]*Error: /dev/null"),
+    (["--out", "/dev/null/fig.png"], 2, r"--out.*cannot write '/dev/null/fig.png': /dev/null is not a folder"),
 ])
 def test_bad_gradflow_options_are_clean(tmp_path, args, code, fragment):
     result = invoke("gradflow", "--cells", "rnn", "--seq-len", 5, "--hidden", 3, "--seeds", 1,
