@@ -32,6 +32,8 @@ import traceback
 import click
 import numpy as np
 
+from bench_tbptt import ask, peak_rss_mb, torch_available   # the same subprocess protocol
+
 I = H = 256
 B = 16
 
@@ -40,10 +42,6 @@ def rss_mb():
     """The current resident set size (Linux /proc)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def data(T):
@@ -129,23 +127,6 @@ def worker(name, T, threads, traced, conn):
             conn.send((time.perf_counter() - start, peak_rss_mb() - before))
     except Exception:
         conn.send(("error", traceback.format_exc()))
-
-
-def ask(conn, name, message=None):
-    if message is not None:
-        conn.send(message)
-    answer = conn.recv()
-    if answer[0] == "error":
-        raise click.ClickException(f"{name} failed:\n{answer[1]}")
-    return answer
-
-
-def torch_available():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def measure(T, names, repeats, threads, traced):
