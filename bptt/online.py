@@ -34,36 +34,17 @@ import warnings
 import numpy as np
 
 from bptt import rng as _rng
-from bptt.config import check_finite
 from bptt.forward import JVPError, forward_mode
 from bptt.nn.module import Module
 from bptt.optim import clip_grad_norm
 from bptt.tape import Tensor, enable_grad, no_grad
-from bptt.tbptt import _data, _flat, _shaped, check_interfaces     # what TBPTT uses too
+from bptt.tbptt import _data, _flat, _shaped, check_interfaces, check_stream   # shared with TBPTT
 
 __all__ = ["RTRL", "UORO", "adaptive_k2", "measured_k2", "gradient_alignment", "parse_estimator"]
 
 
 def _detached(state):
     return _shaped(state, tuple(Tensor(_data(s)) for s in _flat(state)))
-
-
-def _stream(x, y, mask, who):
-    """``x``, ``mask`` as arrays, checked against each other and ``y``."""
-    x = _data(x)
-    if x.ndim < 2:
-        raise ValueError(f"{who}: x must be (T, B, ...), got shape {x.shape}")
-    T = x.shape[0]
-    if len(y) != T:
-        raise ValueError(f"{who}: x has {T} steps but y has {len(y)}; they must match")
-    if mask is None:
-        mask = np.ones(T)
-    mask = np.asarray(_data(mask), dtype=np.float64)
-    if mask.shape != (T,):
-        raise ValueError(f"{who}: mask must have shape (T,) = ({T},), one weight per step, "
-                         f"got {mask.shape}")
-    check_finite(who, x=x, y=_data(y), mask=mask)
-    return x, mask
 
 
 def _dot(a, b):
@@ -136,7 +117,7 @@ class _Online:
         ------
         x (T, B, I), y (T, B, ...), mask (T,)
         """
-        x, mask = _stream(x, y, mask, f"{type(self).__name__}.run")
+        x, mask = check_stream(x, y, mask, f"{type(self).__name__}.run")
         if self.state is None:
             self.state = _detached(self.model.initial_state(x.shape[1]))
             self._influence = self._start()
@@ -587,7 +568,7 @@ def gradient_alignment(model, x, y, loss_fn, estimators, mask=None, samples=100,
     specs = [(spec, *parse_estimator(spec)) for spec in estimators]
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ValueError(f"gradient_alignment: samples must be a positive integer, got {samples!r}")
-    x, mask = _stream(x, y, mask, "gradient_alignment")
+    x, mask = check_stream(x, y, mask, "gradient_alignment")
     T = len(x)
     rng = _rng.generator(rng)
     params = model.parameters()

@@ -61,6 +61,22 @@ def _data(t):
     return t.data if isinstance(t, Tensor) else np.asarray(t)
 
 
+def check_stream(x, y, mask, who):
+    """``x`` and ``mask`` (T,) as arrays, checked against each other and ``y`` and for
+    non-finite values; all ones when ``mask`` is None.  Errors name ``who``."""
+    x = _data(x)
+    if x.ndim < 2:
+        raise ValueError(f"{who}: x must be (T, B, ...), got shape {x.shape}")
+    T = x.shape[0]
+    if len(y) != T:
+        raise ValueError(f"{who}: x has {T} steps but y has {len(y)}; they must match")
+    mask = np.ones(T) if mask is None else np.asarray(_data(mask), dtype=np.float64)
+    if mask.shape != (T,):
+        raise ValueError(f"{who}: mask must have shape (T,) = ({T},), one weight per step, got {mask.shape}")
+    check_finite(who, x=x, y=_data(y), mask=mask)
+    return x, mask
+
+
 def check_interfaces(who, model, optimizer):
     """A TypeError naming ``who`` unless the model can step a stream and the optimizer step."""
     for name in ("step", "initial_state"):
@@ -320,20 +336,8 @@ class TBPTT:
         ------
         x (T, B, I), y (T, B, ...), mask (T,)
         """
-        x = _data(x)
-        if x.ndim < 2:
-            raise ValueError(f"TBPTT.run: x must be (T, B, ...), got shape {x.shape}")
+        x, mask = check_stream(x, y, mask, "TBPTT.run")
         T = x.shape[0]
-        if len(y) != T:
-            raise ValueError(f"TBPTT.run: x has {T} steps but y has {len(y)}; they must match")
-        if mask is None:
-            mask = np.ones(T)
-        else:
-            mask = np.asarray(_data(mask), dtype=np.float64)
-            if mask.shape != (T,):
-                raise ValueError(f"TBPTT.run: mask must have shape (T,) = ({T},), one weight per "
-                                 f"step, got {mask.shape}")
-        check_finite("TBPTT.run", x=x, y=_data(y), mask=mask)
         if self.state is None:
             self.state = self._detached(self.model.initial_state(x.shape[1]))
         records = []
