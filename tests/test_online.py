@@ -1,20 +1,20 @@
 """RTRL and UORO against full BPTT, step-by-step references and their own statistics."""
 
+import functools
+
 import numpy as np
 import pytest
 
 import bptt
 from bptt import Tensor, forward, nn
+from bptt.nn import cell as registry
 from bptt.online import RTRL, UORO
 
-# every cell the estimators are checked on: (cell, options, state components, step-cell class)
-CELLS = [
-    ("rnn", {"nonlinearity": "tanh"}, 1, nn.RNNCell),
-    ("rnn", {"nonlinearity": "relu"}, 1, nn.RNNCell),
-    ("lstm", {}, 2, nn.LSTMCell),
-    ("gru", {}, 1, nn.GRUCell),
-]
-CELL_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
+# every registered cell, once per choice of its options: (cell, options, state components,
+# a step-cell class); a new cell is checked with no edit
+CELLS = [(c.name, v, len(c.state), functools.partial(nn.Cell, c.name))
+         for c in registry.registered() for v in c.variants()]
+CELL_IDS = ["-".join([name, *map(str, v.values())]) for name, v, _, _ in CELLS]
 
 
 class Frozen:
