@@ -31,13 +31,7 @@ import numpy as np
 import bptt
 from bptt import streams, tasks
 from bptt.train import TrainConfig, build_model, build_optimizer, prepare
-
-
-def _blas_threads():
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return os.cpu_count() or 1
+from bench_rnn import _blas_threads
 
 
 class _TorchLM:
