@@ -293,7 +293,12 @@ class TBPTT:
 
     # -- public -----------------------------------------------------------------------------
     def reset_state(self):
-        """Start a new stream: forget the state, the tape and an unfinished window's steps."""
+        """Start a new stream: forget the state, the tape and an unfinished window's steps (and,
+        with ``k2='auto'``, the decay measured: a new stream starts again from ``k2_max``, so a
+        run resumed at a stream boundary continues exactly)."""
+        if self.adaptive:
+            self._curves.clear()
+            self.k2 = self.schedule.k2 = self.k2_max
         self.state = None
         self._pieces = deque()   # pieces covering the last k2 steps (and the rest of the oldest)
         self._piece_steps = 0
@@ -386,6 +391,9 @@ class TBPTT:
             raise RuntimeError(f"TBPTT.stream_state: {self._pos - self._last} steps were fed since "
                                "the last update; take the state right after an update")
         out = {"position": np.asarray(self._pos, dtype=np.int64)}
+        if self.adaptive:
+            out["adaptive.k2"] = np.asarray(self.schedule.k2, dtype=np.int64)
+            out["adaptive.curves"] = np.array(self._curves).reshape(-1, self.k2_max + 1)
         if self.state is None:
             return out
         out["state_parts"] = np.asarray(len(self.state) if isinstance(self.state, (tuple, list)) else 0)
@@ -407,6 +415,9 @@ class TBPTT:
         """Continue the stream ``stream_state`` saved (see there)."""
         self.reset_state()
         self._pos = self._last = int(arrays["position"])
+        if self.adaptive and "adaptive.k2" in arrays:
+            self._curves.extend(np.asarray(arrays["adaptive.curves"], dtype=np.float64))
+            self.k2 = self.schedule.k2 = int(arrays["adaptive.k2"])
         if "state_parts" not in arrays:
             return
         n = int(arrays["state_parts"])

@@ -642,3 +642,26 @@ def test_auto_k2_options_are_checked():
         TBPTT(model, nn.mse_loss, opt, k1=2, k2="auto", max_bias=1.5)
     with pytest.raises(ValueError, match=r"k2_max must be an integer >= k1 \+ 2 = 4"):
         TBPTT(model, nn.mse_loss, opt, k1=2, k2="auto", k2_max=3)
+
+
+def test_auto_k2_carries_across_a_saved_stream_and_restarts_with_a_new_one(rng):
+    def trainer_and_data():
+        bptt.seed(3)
+        model = nn.SequenceModel("gru", 1, 4, 1, dtype=F64)
+        return model, TBPTT(model, nn.mse_loss, SGD(model.parameters(), lr=0.05), k1=4, k2="auto",
+                            max_bias=0.2, k2_max=20)
+    x, y = rng.standard_normal((80, 2, 1)), rng.standard_normal((80, 2, 1))
+    _, whole = trainer_and_data()
+    expected = [r["k2"] for r in whole.run(x, y)]
+    model, first = trainer_and_data()
+    first.run(x[:40], y[:40])
+    saved = {k: np.array(v) for k, v in first.stream_state().items()}
+    weights = [p.data.copy() for p in model.parameters()]
+    model2, second = trainer_and_data()
+    for p, w in zip(model2.parameters(), weights):
+        p.data = w
+    second.load_stream_state(saved)
+    assert [r["k2"] for r in first.history] + [r["k2"] for r in second.run(x[40:], y[40:])] == expected
+    assert len(set(expected)) > 1                  # it did adapt
+    second.reset_state()
+    assert second.schedule.k2 == 20 and second.run(x[:4], y[:4])[0]["k2"] == 20
