@@ -20,6 +20,7 @@ from bptt import checkpoint as ck
 from bptt import nn
 from bptt.diagnostics import hidden_grad_norms
 from bptt.nn import cell as registry
+from bptt.nn import kernels
 from bptt.nn.cells import rnn
 from bptt.tape import Tensor
 
@@ -175,9 +176,11 @@ def test_plans_above_the_program_size_split_on_blocks():
 def _peaks(module, x, gy, policy):
     """(bytes held after the forward pass, peak bytes during forward and backward), traced."""
     module.zero_grad()
+    kernels.release_scratch()         # buffers pooled by earlier calls would hide allocations
     tracemalloc.start()
     try:
         y, _ = module(x, checkpoint=policy)
+        kernels.release_scratch()     # held: what the layer keeps, not the free buffers cached
         # held: numpy's array data only (its own tracemalloc domain), not Python objects
         arrays = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)])

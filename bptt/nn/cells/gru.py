@@ -38,12 +38,12 @@ def _forward(x, state, weights, reverse):
     half[:2 * H] = 0.5       # r and z are sigmoids: 0.5 * tanh(a / 2) + 0.5
     fold = np.ones(3 * H, dtype)
     fold[2 * H:] = 0         # b_hn sits inside r * (W_hn h + b_hn): not folded into the input side
-    xp = kernels.project(x, w_ih, b_ih, b_hh, half, fold)
+    T, B, _ = x.shape
+    xp = kernels.project(x, w_ih, b_ih, b_hh, half, fold, out=kernels.pooled("gru.xp", (T * B, 3 * H), dtype))
     w_scaled_t = kernels.recurrent_matrix(w_hh, half, x)
     b_hn = None if b_hh is None else b_hh[2 * H:]
-    T, B = xp.shape[:2]
-    hp = np.empty((T, B, 3 * H), dtype)      # h_{t-1} @ W_hh.T (r, z halved), + b_hn on n
-    ys = np.empty((T, B, H), dtype)
+    hp = kernels.pooled("gru.hp", (T, B, 3 * H), dtype)   # h_{t-1} @ W_hh.T (r, z halved), + b_hn on n
+    ys = kernels.pooled("gru.ys", (T, B, H), dtype)
     XP, HP, Y = (kernels.in_step_order(a, reverse) for a in (xp, hp, ys))
     tmp = np.empty((B, H), dtype)
     h = h0

@@ -49,7 +49,9 @@ def step_reference(x, state, weights, nonlinearity="relu", recurrent_max=None):
 def _forward(x, state, weights, reverse, nonlinearity="relu", recurrent_max=None):
     (h0,), (w_ih, u, b_ih, b_hh) = state, weights
     u_eff = u if recurrent_max is None else np.clip(u, -recurrent_max, recurrent_max)
-    ys = kernels.project(x, w_ih, b_ih, b_hh)          # becomes the outputs, in place
+    T, B, _ = x.shape
+    ys = kernels.project(x, w_ih, b_ih, b_hh,               # becomes the outputs, in place
+                         out=kernels.pooled("indrnn.ys", (T * B, w_ih.shape[0]), x.dtype))
     h_last = kernels.elman_forward(ys, h0, reverse, nonlinearity,
                                    lambda h, out: np.multiply(h, u_eff, out=out))
     res = (x, h0, w_ih, u, u_eff, recurrent_max, nonlinearity, reverse, ys, b_ih is not None)

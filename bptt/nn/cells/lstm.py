@@ -30,33 +30,38 @@ def step_reference(x, state, weights):
 
 def _forward(x, state, weights, reverse):
     (h0, c0), (w_ih, w_hh, b_ih, b_hh) = state, weights
-    dtype = x.dtype
+    T, B, _ = x.shape
     H = w_hh.shape[1]
+    dtype = x.dtype
     # sigmoid(a) = 0.5 * tanh(a / 2) + 0.5: halve the i, f, o pre-activations once, here, so that
     # each step needs one tanh over all four gates and one affine map back
     half = np.full(4 * H, 0.5, dtype)
     half[2 * H:3 * H] = 1
-    shift = np.full(4 * H, 0.5, dtype)
-    shift[2 * H:3 * H] = 0
-    gates = kernels.project(x, w_ih, b_ih, b_hh, half)
+    shift = np.array([0.5, 0.5, 0, 0.5], dtype)[:, None, None]
+    xp = kernels.project(x, w_ih, b_ih, b_hh, half, out=kernels.scratch("lstm.xp", (T * B, 4 * H), dtype))
     w_scaled_t = kernels.recurrent_matrix(w_hh, half, x)
-    T, B = gates.shape[:2]
-    ys = np.empty((T, B, H), dtype)
-    tcs = np.empty((T, B, H), dtype)
-    cs = np.empty((T + 1, B, H), dtype)       # by step: cs[0] = c0, cs[k + 1] after step k
+    half = half.reshape(4, 1, H)
+    # the gates are kept gate by gate, (T, 4, B, H): each gate of a step is one contiguous block,
+    # which the elementwise work of both passes runs over several times faster than a strided one
+    gates = kernels.pooled("lstm.gates", (T, 4, B, H), dtype)
+    ys = kernels.pooled("lstm.ys", (T, B, H), dtype)
+    tcs = kernels.pooled("lstm.tcs", (T, B, H), dtype)
+    cs = kernels.pooled("lstm.cs", (T + 1, B, H), dtype)   # by step: cs[0] = c0, cs[k + 1] after step k
     cs[0] = c0
     A, Y, TC = (kernels.in_step_order(a, reverse) for a in (gates, ys, tcs))
+    XP = kernels.in_step_order(xp.reshape(T, B, 4, H).transpose(0, 2, 1, 3), reverse)
     buf = np.empty((B, 4 * H), dtype)
+    buf_gates = buf.reshape(B, 4, H).transpose(1, 0, 2)
     tmp = np.empty((B, H), dtype)
     h = h0
     for k in range(T):
         a = A[k]
         np.matmul(h, w_scaled_t, out=buf)
-        a += buf
+        np.add(XP[k], buf_gates, out=a)
         np.tanh(a, out=a)
         a *= half
         a += shift
-        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        i, f, g, o = a
         c = cs[k + 1]
         np.multiply(f, cs[k], out=c)
         np.multiply(i, g, out=tmp)
@@ -72,24 +77,8 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     x, h0, w_ih, w_hh, reverse, gates, cs, tcs, ys, has_bias = res
     T, B, H = ys.shape
     dtype = ys.dtype
-    A = kernels.in_step_order(gates.reshape(T, B, 4, H), reverse)
+    A = kernels.in_step_order(gates, reverse)         # (T, 4, B, H): see kernels.project
     TC = kernels.in_step_order(tcs, reverse)
-    i, f, g, o = A[:, :, 0], A[:, :, 1], A[:, :, 2], A[:, :, 3]
-    # everything that does not depend on the recursion, for all steps at once:
-    # M = [g * i', c_prev * f', i * g'] multiplies dc;  N = tanh(c) * o' and P = o * tanh'(c) dh
-    deriv = kernels.scratch("lstm.deriv", A.shape, dtype)
-    np.multiply(A, A, out=deriv)
-    np.subtract(A, deriv, out=deriv)                     # s (1 - s) for i, f, o
-    np.multiply(g, g, out=deriv[:, :, 2])
-    np.subtract(1, deriv[:, :, 2], out=deriv[:, :, 2])   # 1 - g^2 for g
-    M = kernels.scratch("lstm.M", (T, B, 3, H), dtype)
-    np.multiply(g, deriv[:, :, 0], out=M[:, :, 0])
-    np.multiply(cs[:T], deriv[:, :, 1], out=M[:, :, 1])
-    np.multiply(i, deriv[:, :, 2], out=M[:, :, 2])
-    N = np.multiply(TC, deriv[:, :, 3], out=kernels.scratch("lstm.N", (T, B, H), dtype))
-    P = np.multiply(TC, TC, out=kernels.scratch("lstm.P", (T, B, H), dtype))
-    np.subtract(1, P, out=P)
-    P *= o
     dgates = kernels.scratch("lstm.dgates", (T, B, 4 * H), dtype)
     DG = kernels.in_step_order(dgates, reverse)
     DG4 = kernels.in_step_order(dgates.reshape(T, B, 4, H), reverse)   # reshape first: writes reach dgates
@@ -98,21 +87,48 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     rec = np.array(gstate[0], dtype=dtype, copy=True)
     dc = np.array(gstate[1], dtype=dtype, copy=True)
     tmp = np.empty((B, H), dtype)
-    for k in range(T - 1, -1, -1):
-        if GY is None:
-            dh, rec = rec, dh
-        else:
-            np.add(rec, GY[k], out=dh)
-        np.multiply(dh, P[k], out=tmp)
-        dc += tmp
-        np.multiply(dc[:, None, :], M[k], out=DG4[k, :, :3])
-        np.multiply(dh, N[k], out=DG4[k, :, 3])
-        np.matmul(DG[k], w_hh, out=rec)
-        dc *= f[k]
+    S = kernels.block_steps(T, 15 * B * H * dtype.itemsize)
+    for start in range(((T - 1) // S) * S, -1, -S):
+        steps = slice(start, min(start + S, T))
+        M, N, P = _factors(A[steps], cs[steps], TC[steps], dtype)
+        for k in range(steps.stop - 1, start - 1, -1):
+            j = k - start
+            if GY is None:
+                dh, rec = rec, dh
+            else:
+                np.add(rec, GY[k], out=dh)
+            np.multiply(dh, P[j], out=tmp)
+            dc += tmp
+            np.multiply(dc[:, None, :], M[j], out=DG4[k, :, :3])
+            np.multiply(dh, N[j], out=DG4[k, :, 3])
+            np.matmul(DG[k], w_hh, out=rec)
+            dc *= A[k, 1]
     dx, dw_ih, dw_hh = kernels.weight_grads(x, w_ih, dgates, dgates, ys, h0, reverse,
                                             need_x, need_w_ih, need_w_hh)
     db = dgates.sum(axis=(0, 1)) if has_bias else None
     return dx, (rec, dc), (dw_ih, dw_hh, db, db)
+
+
+def _factors(A, c_prev, TC, dtype):
+    """What the backward's steps multiply dc and dh by, for a block of steps at once: from the
+    gates A (S, 4, B, H), M = [g i', c_prev f', i g'] (S, B, 3, H) times dc, and N = tanh(c) o'
+    and P = o tanh'(c) (S, B, H) times dh."""
+    S, _, B, H = A.shape
+    i, f, g, o = A[:, 0], A[:, 1], A[:, 2], A[:, 3]
+    deriv = kernels.scratch("lstm.deriv", A.shape, dtype)
+    np.multiply(A, A, out=deriv)
+    np.subtract(A, deriv, out=deriv)                     # s (1 - s) for i, f, o
+    np.multiply(g, g, out=deriv[:, 2])
+    np.subtract(1, deriv[:, 2], out=deriv[:, 2])         # 1 - g^2 for g
+    M = kernels.scratch("lstm.M", (S, B, 3, H), dtype)
+    np.multiply(g, deriv[:, 0], out=M[:, :, 0])
+    np.multiply(c_prev, deriv[:, 1], out=M[:, :, 1])
+    np.multiply(i, deriv[:, 2], out=M[:, :, 2])
+    N = np.multiply(TC, deriv[:, 3], out=kernels.scratch("lstm.N", (S, B, H), dtype))
+    P = np.multiply(TC, TC, out=kernels.scratch("lstm.P", (S, B, H), dtype))
+    np.subtract(1, P, out=P)
+    P *= o
+    return M, N, P
 
 
 def _initialize(cell, params, hidden_size, init, rng, forget_bias=0.0):

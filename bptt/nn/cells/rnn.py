@@ -27,7 +27,9 @@ def step_reference(x, state, weights, nonlinearity="tanh"):
 
 def _forward(x, state, weights, reverse, nonlinearity="tanh"):
     (h0,), (w_ih, w_hh, b_ih, b_hh) = state, weights
-    ys = kernels.project(x, w_ih, b_ih, b_hh)          # becomes the outputs, in place
+    T, B, _ = x.shape
+    ys = kernels.project(x, w_ih, b_ih, b_hh,               # becomes the outputs, in place
+                         out=kernels.pooled("rnn.ys", (T * B, w_ih.shape[0]), x.dtype))
     w_hh_t = kernels.recurrent_matrix(w_hh, None, x)
     h_last = kernels.elman_forward(ys, h0, reverse, nonlinearity,
                                    lambda h, out: np.matmul(h, w_hh_t, out=out))
