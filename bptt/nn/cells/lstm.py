@@ -28,6 +28,10 @@ def step_reference(x, state, weights):
     return ops.sigmoid(o) * ops.tanh(c), c
 
 
+#: The gates as stored, i, f, o, g: the three sigmoids are one block (``kernels.gate_major``).
+ORDER = (0, 1, 3, 2)
+
+
 def _forward(x, state, weights, reverse):
     (h0, c0), (w_ih, w_hh, b_ih, b_hh) = state, weights
     T, B, _ = x.shape
@@ -37,31 +41,23 @@ def _forward(x, state, weights, reverse):
     # each step needs one tanh over all four gates and one affine map back
     half = np.full(4 * H, 0.5, dtype)
     half[2 * H:3 * H] = 1
-    shift = np.array([0.5, 0.5, 0, 0.5], dtype)[:, None, None]
-    xp = kernels.project(x, w_ih, b_ih, b_hh, half, out=kernels.scratch("lstm.xp", (T * B, 4 * H), dtype))
-    w_scaled_t = kernels.recurrent_matrix(w_hh, half, x)
-    half = half.reshape(4, 1, H)
-    # the gates are kept gate by gate, (T, 4, B, H): each gate of a step is one contiguous block,
-    # which the elementwise work of both passes runs over several times faster than a strided one
-    gates = kernels.pooled("lstm.gates", (T, 4, B, H), dtype)
+    gates, w_t, buf, step_gates = kernels.gate_major(x, w_ih, w_hh, b_ih, b_hh, half, ORDER, "lstm.gates")
     ys = kernels.pooled("lstm.ys", (T, B, H), dtype)
     tcs = kernels.pooled("lstm.tcs", (T, B, H), dtype)
     cs = kernels.pooled("lstm.cs", (T + 1, B, H), dtype)   # by step: cs[0] = c0, cs[k + 1] after step k
     cs[0] = c0
     A, Y, TC = (kernels.in_step_order(a, reverse) for a in (gates, ys, tcs))
-    XP = kernels.in_step_order(xp.reshape(T, B, 4, H).transpose(0, 2, 1, 3), reverse)
-    buf = np.empty((B, 4 * H), dtype)
-    buf_gates = buf.reshape(B, 4, H).transpose(1, 0, 2)
     tmp = np.empty((B, H), dtype)
     h = h0
     for k in range(T):
         a = A[k]
-        np.matmul(h, w_scaled_t, out=buf)
-        np.add(XP[k], buf_gates, out=a)
+        np.matmul(h, w_t, out=buf)
+        a += step_gates
         np.tanh(a, out=a)
-        a *= half
-        a += shift
-        i, f, g, o = a
+        sig = a[:3]
+        sig *= 0.5
+        sig += 0.5
+        i, f, o, g = a
         c = cs[k + 1]
         np.multiply(f, cs[k], out=c)
         np.multiply(i, g, out=tmp)
@@ -77,7 +73,7 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     x, h0, w_ih, w_hh, reverse, gates, cs, tcs, ys, has_bias = res
     T, B, H = ys.shape
     dtype = ys.dtype
-    A = kernels.in_step_order(gates, reverse)         # (T, 4, B, H): see kernels.project
+    A = kernels.in_step_order(gates, reverse)         # (T, 4, B, H), gates i, f, o, g
     TC = kernels.in_step_order(tcs, reverse)
     dgates = kernels.scratch("lstm.dgates", (T, B, 4 * H), dtype)
     DG = kernels.in_step_order(dgates, reverse)
@@ -111,20 +107,20 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
 
 def _factors(A, c_prev, TC, dtype):
     """What the backward's steps multiply dc and dh by, for a block of steps at once: from the
-    gates A (S, 4, B, H), M = [g i', c_prev f', i g'] (S, B, 3, H) times dc, and N = tanh(c) o'
-    and P = o tanh'(c) (S, B, H) times dh."""
+    gates A (S, 4, B, H) as stored (i, f, o, g), M = [g i', c_prev f', i g'] (S, B, 3, H) times
+    dc, and N = tanh(c) o' and P = o tanh'(c) (S, B, H) times dh."""
     S, _, B, H = A.shape
-    i, f, g, o = A[:, 0], A[:, 1], A[:, 2], A[:, 3]
+    i, f, o, g = A[:, 0], A[:, 1], A[:, 2], A[:, 3]
     deriv = kernels.scratch("lstm.deriv", A.shape, dtype)
     np.multiply(A, A, out=deriv)
     np.subtract(A, deriv, out=deriv)                     # s (1 - s) for i, f, o
-    np.multiply(g, g, out=deriv[:, 2])
-    np.subtract(1, deriv[:, 2], out=deriv[:, 2])         # 1 - g^2 for g
+    np.multiply(g, g, out=deriv[:, 3])
+    np.subtract(1, deriv[:, 3], out=deriv[:, 3])         # 1 - g^2 for g
     M = kernels.scratch("lstm.M", (S, B, 3, H), dtype)
     np.multiply(g, deriv[:, 0], out=M[:, :, 0])
     np.multiply(c_prev, deriv[:, 1], out=M[:, :, 1])
-    np.multiply(i, deriv[:, 2], out=M[:, :, 2])
-    N = np.multiply(TC, deriv[:, 3], out=kernels.scratch("lstm.N", (S, B, H), dtype))
+    np.multiply(i, deriv[:, 3], out=M[:, :, 2])
+    N = np.multiply(TC, deriv[:, 2], out=kernels.scratch("lstm.N", (S, B, H), dtype))
     P = np.multiply(TC, TC, out=kernels.scratch("lstm.P", (S, B, H), dtype))
     np.subtract(1, P, out=P)
     P *= o
