@@ -10,11 +10,19 @@ What makes the kernels fast (see ``bptt.nn.cells.lstm`` for the full set):
 
 * the input projections of all T timesteps are one GEMM, ``(T*B, I) @ (I, G*H)``;
 * each step is one GEMM ``(B, H) @ (H, G*H)`` and a handful of in-place ufunc calls on
-  preallocated buffers (``out=``);
+  preallocated buffers (``out=``); the LSTM runs both products gate by gate (``gate_major``),
+  so that every gate of a step is one contiguous block;
 * sigmoid is computed as ``0.5 * tanh(a / 2) + 0.5``, the halving folded into the weights once
   per call, so one ``tanh`` covers every gate of a step;
-* backward computes all activation derivatives for the whole sequence before its loop, and
-  accumulates the weight gradients in one GEMM over the stacked timesteps.
+* backward computes the activation derivatives a block of steps at a time, before the steps'
+  loop and small enough to stay in cache (``block_steps``), and accumulates the weight gradients
+  in one GEMM over the stacked timesteps;
+* arrays are reused across calls instead of allocated: a backward's temporaries (``scratch``)
+  and a forward's residuals and outputs once their backward has run (``pooled``), which spares
+  the page faults of fresh multi-megabyte arrays.
+
+These choices change where numbers are stored, never the arithmetic: the results are the same,
+bit for bit, as those of one row-major GEMM and ufuncs over strided gate slices.
 
 ``reverse=True`` runs the recursion from the last timestep to the first (the backward direction
 of a bidirectional layer) while inputs and outputs stay in time order.  Every buffer takes the
@@ -155,24 +163,31 @@ def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name):
     T, B, I = x.shape
     GH, H = w_hh.shape
     G = GH // H
-    rows = np.concatenate([np.arange(g * H, (g + 1) * H) for g in order])
-    w_in = (w_ih * scale[:, None])[rows]
-    w_t = (w_hh.T * scale)[:, rows]
-    b = None if b_ih is None else ((b_ih + b_hh) * scale)[rows]
-    dtype = np.result_type(x, w_in)
+    dtype = np.result_type(x, w_ih)
+    # the weights scaled and permuted gate by gate, straight into the layout the GEMMs read
+    # for B = 1 the transposes of row-major arrays, as the one-GEMM layout had them: a GEMV over
+    # the other layout sums in another order
+    w_in = np.empty((G, I, H), dtype) if B > 1 else np.empty((GH, I), dtype).T
+    w_t = np.empty((G, H, H), dtype) if B > 1 else np.empty((GH, H), dtype).T
+    b = None if b_ih is None else np.empty(GH, dtype)
+    for j, g in enumerate(order):
+        rows = slice(g * H, (g + 1) * H)
+        cols = j if B > 1 else (slice(None), slice(j * H, (j + 1) * H))
+        np.multiply(w_ih[rows].T, scale[rows], out=w_in[cols])
+        np.multiply(w_hh[rows].T, scale[rows], out=w_t[cols])
+        if b is not None:
+            np.multiply(b_ih[rows] + b_hh[rows], scale[rows], out=b[j * H:(j + 1) * H])
     if B == 1:
-        xp = np.matmul(x.reshape(T, I), w_in.T, out=pooled(name, (T, GH), dtype))
+        xp = np.matmul(x.reshape(T, I), w_in, out=pooled(name, (T, GH), dtype))
         if b is not None:
             xp += b
         A = xp.reshape(T, 1, G, H).transpose(0, 2, 1, 3)
         buf = np.empty((1, GH), dtype)
         return A, w_t, buf, buf.reshape(1, G, H).transpose(1, 0, 2)
-    w_in = np.ascontiguousarray(w_in.T.reshape(I, G, H).transpose(1, 0, 2))       # (G, I, H)
     xp = np.matmul(x.reshape(T * B, I), w_in, out=pooled(name, (G, T * B, H), dtype))
     if b is not None:
         xp += b.reshape(G, 1, H)
     A = xp.reshape(G, T, B, H).transpose(1, 0, 2, 3)
-    w_t = np.ascontiguousarray(w_t.reshape(H, G, H).transpose(1, 0, 2))            # (G, H, H)
     buf = np.empty((G, B, H), dtype)
     return A, w_t, buf, buf
 
