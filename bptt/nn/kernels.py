@@ -153,12 +153,13 @@ def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name):
     ``order`` permutes the gates (the cell's G gates in PyTorch's order; ``order[j]`` is the one
     stored j-th), so that gates treated alike are adjacent.
 
-    For B > 1 both products run gate by gate (G GEMMs of (·, H) each, batched by numpy), and
-    every gate of a step is then one contiguous (B, H) block: the elementwise work over a step's
-    gates runs several times faster on those than on strided slices of a (B, G*H) row, and the
-    batched GEMMs are no slower.  They also give the same bits as the single GEMM (each entry is
-    the same dot product; checked on this BLAS for H >= 16).  For B = 1 a step is one GEMV into a
-    row, whose gate blocks are contiguous already.
+    For B > 1 both products run gate by gate (numpy batches the small GEMMs: per step and gate
+    for the input side, per gate for the recurrent one), and every step's gates are then one
+    contiguous (G, B, H) block: the elementwise work over a step's gates runs several times faster
+    on it than on strided slices of a (B, G*H) row, and the batched GEMMs are no slower at these
+    sizes.  They give the same bits as the single GEMM (each entry is the same dot product;
+    checked on this BLAS for H >= 16).  For B = 1 a step is one GEMV into a row, whose gate blocks
+    are contiguous already.
     """
     T, B, I = x.shape
     GH, H = w_hh.shape
@@ -184,10 +185,10 @@ def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name):
         A = xp.reshape(T, 1, G, H).transpose(0, 2, 1, 3)
         buf = np.empty((1, GH), dtype)
         return A, w_t, buf, buf.reshape(1, G, H).transpose(1, 0, 2)
-    xp = np.matmul(x.reshape(T * B, I), w_in, out=pooled(name, (G, T * B, H), dtype))
+    # one (B, I) @ (I, H) product per step and gate, so that each step's gates are one block
+    A = np.matmul(x[:, None], w_in, out=pooled(name, (T, G, B, H), dtype))
     if b is not None:
-        xp += b.reshape(G, 1, H)
-    A = xp.reshape(G, T, B, H).transpose(1, 0, 2, 3)
+        A += b.reshape(G, 1, H)
     buf = np.empty((G, B, H), dtype)
     return A, w_t, buf, buf
 
