@@ -165,27 +165,23 @@ def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name):
     GH, H = w_hh.shape
     G = GH // H
     dtype = np.result_type(x, w_ih)
-    # the weights scaled and permuted gate by gate, straight into the layout the GEMMs read
-    # for B = 1 the transposes of row-major arrays, as the one-GEMM layout had them: a GEMV over
-    # the other layout sums in another order
-    w_in = np.empty((G, I, H), dtype) if B > 1 else np.empty((GH, I), dtype).T
-    w_t = np.empty((G, H, H), dtype) if B > 1 else np.empty((GH, H), dtype).T
-    b = None if b_ih is None else np.empty(GH, dtype)
-    for j, g in enumerate(order):
-        rows = slice(g * H, (g + 1) * H)
-        cols = j if B > 1 else (slice(None), slice(j * H, (j + 1) * H))
-        np.multiply(w_ih[rows].T, scale[rows], out=w_in[cols])
-        np.multiply(w_hh[rows].T, scale[rows], out=w_t[cols])
-        if b is not None:
-            np.multiply(b_ih[rows] + b_hh[rows], scale[rows], out=b[j * H:(j + 1) * H])
-    if B == 1:
+    order = list(order)
+    scale = scale.reshape(G, H, 1)[order]
+    w_ih, w_hh = w_ih.reshape(G, H, I)[order], w_hh.reshape(G, H, H)[order]    # permuted copies
+    b = None if b_ih is None else ((b_ih + b_hh).reshape(G, H, 1)[order] * scale).reshape(GH)
+    if B == 1:     # transposes of row-major arrays: a GEMV over the other layout sums in another order
+        w_in = np.multiply(w_ih, scale, out=w_ih).reshape(GH, I).T
+        w_t = np.multiply(w_hh, scale, out=w_hh).reshape(GH, H).T
         xp = np.matmul(x.reshape(T, I), w_in, out=pooled(name, (T, GH), dtype))
         if b is not None:
             xp += b
-        A = xp.reshape(T, 1, G, H).transpose(0, 2, 1, 3)
         buf = np.empty((1, GH), dtype)
-        return A, w_t, buf, buf.reshape(1, G, H).transpose(1, 0, 2)
-    # one (B, I) @ (I, H) product per step and gate, so that each step's gates are one block
+        return xp.reshape(T, 1, G, H).transpose(0, 2, 1, 3), w_t, buf, buf.reshape(1, G, H).transpose(1, 0, 2)
+    # scaled straight into the (G, ., H) layouts the batched GEMMs read; the input side is one
+    # (B, I) @ (I, H) product per step and gate, so that each step's gates are one block
+    scale = scale.transpose(0, 2, 1)
+    w_in = np.multiply(w_ih.transpose(0, 2, 1), scale, out=np.empty((G, I, H), dtype))
+    w_t = np.multiply(w_hh.transpose(0, 2, 1), scale, out=np.empty((G, H, H), dtype))
     A = np.matmul(x[:, None], w_in, out=pooled(name, (T, G, B, H), dtype))
     if b is not None:
         A += b.reshape(G, 1, H)
