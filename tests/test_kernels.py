@@ -62,3 +62,40 @@ def test_block_steps_fit_the_block_bytes_and_never_exceed_T(T, steps):
     S = kernels.block_steps(T, steps)
     assert 1 <= S <= T
     assert S == 1 or S * steps <= kernels.BLOCK_BYTES
+
+
+def _row_major_lstm(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """The LSTM forward with one (B, H) @ (H, 4H) GEMM a step and ufuncs over strided gate slices,
+    in the fused kernel's arithmetic (sigmoid as 0.5 tanh(a / 2) + 0.5, the halving folded in)."""
+    H = w_hh.shape[1]
+    half = np.full(4 * H, 0.5, x.dtype)
+    half[2 * H:3 * H] = 1
+    shift = np.where(half == 0.5, 0.5, 0).astype(x.dtype)
+    xp = x.reshape(-1, x.shape[-1]) @ (w_ih * half[:, None]).T
+    xp += (b_ih + b_hh) * half
+    w_t = np.ascontiguousarray(w_hh.T * half) if x.shape[1] > 1 else w_hh.T * half
+    ys = []
+    for a in xp.reshape(len(x), x.shape[1], 4 * H):
+        a += h @ w_t
+        a = np.tanh(a) * half + shift
+        c = a[:, H:2 * H] * c + a[:, :H] * a[:, 2 * H:3 * H]
+        h = a[:, 3 * H:] * np.tanh(c)
+        ys.append(h)
+    return np.stack(ys), c
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("T,B,I,H", [(5, 1, 3, 16), (6, 4, 2, 32), (3, 64, 2, 64), (4, 8, 40, 48),
+                                     (3, 1, 5, 24)])
+def test_the_gate_major_lstm_gives_the_row_major_bits(T, B, I, H, dtype):
+    """Each entry is the same dot product and the same ufuncs; the BLAS sums a per-gate GEMM in
+    the same order as the one GEMM when H is a multiple of 16 (B = 1 is one GEMV either way)."""
+    from bptt.nn.cells import lstm
+    rng = np.random.default_rng(T * B)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0, c0 = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    w = [rng.uniform(-0.3, 0.3, s).astype(dtype) for s in ((4 * H, I), (4 * H, H), (4 * H,), (4 * H,))]
+    ys, (h, c), _ = lstm._forward(x, (h0, c0), tuple(w), False)
+    want_ys, want_c = _row_major_lstm(x, h0, c0, *w)
+    assert np.array_equal(ys, want_ys) and np.array_equal(c, want_c)
+    assert np.array_equal(h, want_ys[-1])

@@ -21,8 +21,10 @@ What makes the kernels fast (see ``bptt.nn.cells.lstm`` for the full set):
   and a forward's residuals and outputs once their backward has run (``pooled``), which spares
   the page faults of fresh multi-megabyte arrays.
 
-These choices change where numbers are stored, never the arithmetic: the results are the same,
-bit for bit, as those of one row-major GEMM and ufuncs over strided gate slices.
+These choices change where numbers are stored, not the arithmetic of any entry (the same dot
+products, the same ufuncs in the same order): with OpenBLAS the results equal, bit for bit, those
+of one row-major GEMM per step and ufuncs over strided gate slices whenever H is a multiple of 16
+(tested); at other sizes the BLAS may sum a per-gate product in another order, in the last bit.
 
 ``reverse=True`` runs the recursion from the last timestep to the first (the backward direction
 of a bidirectional layer) while inputs and outputs stay in time order.  Every buffer takes the
@@ -157,9 +159,7 @@ def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name):
     for the input side, per gate for the recurrent one), and every step's gates are then one
     contiguous (G, B, H) block: the elementwise work over a step's gates runs several times faster
     on it than on strided slices of a (B, G*H) row, and the batched GEMMs are no slower at these
-    sizes.  They give the same bits as the single GEMM (each entry is the same dot product;
-    checked on this BLAS for H >= 16).  For B = 1 a step is one GEMV into a row, whose gate blocks
-    are contiguous already.
+    sizes.  For B = 1 a step is one GEMV into a row, whose gate blocks are contiguous already.
     """
     T, B, I = x.shape
     GH, H = w_hh.shape
