@@ -9,6 +9,10 @@ faster)::
 
     PYTHONPATH=. /work/torchenv/bin/python scripts/bench_peers.py --reps 7
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. /work/torchenv/bin/python scripts/bench_peers.py
+
+Every contender gets the same number of threads: numpy's BLAS count (``bench_rnn``), given to
+PyTorch with ``set_num_threads`` and to XLA's CPU backend by ``XLA_FLAGS`` before JAX starts (one
+thread turns off its Eigen thread pool).  HIPS autograd runs on numpy and so on its BLAS.
 """
 
 from __future__ import annotations
@@ -95,6 +99,8 @@ def _peers(x, target, size, torch):
 @click.option("--reps", default=7, show_default=True, help="Rounds per size.")
 def main(sizes, batch, seq_len, input_size, reps):
     """Median ms per LSTM training step of bptt and its peers, with ratios bptt / peer."""
+    if _blas_threads() == 1 and "XLA_FLAGS" not in os.environ:
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     try:
         import torch
         torch.set_num_threads(_blas_threads())
@@ -102,7 +108,7 @@ def main(sizes, batch, seq_len, input_size, reps):
         torch = None
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
     click.echo(f"LSTM, float32, B={batch} T={seq_len} I={input_size}; {reps} rounds; BLAS threads "
-               f"{_blas_threads()}; {env}")
+               f"{_blas_threads()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', 'unset')}; {env}")
     click.echo("\n| H | bptt ms | peer | peer ms | bptt / peer |")
     click.echo("|---|---|---|---|---|")
     for size in (int(s) for s in sizes.split(",")):
