@@ -677,7 +677,9 @@ class linear:
     @staticmethod
     def bwd(res, g, needs):
         x, weight = res
-        dx = g @ weight if needs[0] else None
+        dx = None
+        if needs[0]:   # one output: an outer product, which a K = 1 GEMM computes several times slower
+            dx = g * weight[0] if weight.shape[0] == 1 else g @ weight
         dw = db = None
         if needs[1]:   # one GEMM over every leading axis at once
             dw = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
