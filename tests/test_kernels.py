@@ -99,3 +99,35 @@ def test_the_gate_major_lstm_gives_the_row_major_bits(T, B, I, H, dtype):
     want_ys, want_c = _row_major_lstm(x, h0, c0, *w)
     assert np.array_equal(ys, want_ys) and np.array_equal(c, want_c)
     assert np.array_equal(h, want_ys[-1])
+
+
+def _row_major_gru(x, h, w_ih, w_hh, b_ih, b_hh):
+    """The GRU forward with one (B, H) @ (H, 3H) GEMM a step over strided gate slices, in the
+    fused kernel's arithmetic (r, z halved and folded in, b_hn inside r * (...))."""
+    H = w_hh.shape[1]
+    half = np.where(np.arange(3 * H) < 2 * H, 0.5, 1).astype(x.dtype)
+    fold = np.where(np.arange(3 * H) < 2 * H, 1, 0).astype(x.dtype)
+    xp = x.reshape(-1, x.shape[-1]) @ (w_ih * half[:, None]).T
+    xp += (b_ih + b_hh * fold) * half
+    w_t = np.ascontiguousarray(w_hh.T * half) if x.shape[1] > 1 else w_hh.T * half
+    ys = []
+    for a in xp.reshape(len(x), x.shape[1], 3 * H):
+        q = h @ w_t
+        qn = q[:, 2 * H:] + b_hh[2 * H:]
+        rz = np.tanh(a[:, :2 * H] + q[:, :2 * H]) * 0.5 + 0.5
+        n = np.tanh(a[:, 2 * H:] + rz[:, :H] * qn)
+        h = n + (h - n) * rz[:, H:]
+        ys.append(h)
+    return np.stack(ys)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("T,B,I,H", [(5, 1, 3, 16), (6, 4, 2, 32), (3, 64, 2, 64), (4, 16, 1, 32)])
+def test_the_gate_major_gru_gives_the_row_major_bits(T, B, I, H, dtype):
+    from bptt.nn.cells import gru
+    rng = np.random.default_rng(T * B)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    w = [rng.uniform(-0.3, 0.3, s).astype(dtype) for s in ((3 * H, I), (3 * H, H), (3 * H,), (3 * H,))]
+    ys, (h,), _ = gru._forward(x, (h0,), tuple(w), False)
+    assert np.array_equal(ys, _row_major_gru(x, h0, *w)) and np.array_equal(h, ys[-1])

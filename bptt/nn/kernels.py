@@ -10,8 +10,8 @@ What makes the kernels fast (see ``bptt.nn.cells.lstm`` for the full set):
 
 * the input projections of all T timesteps are one GEMM, ``(T*B, I) @ (I, G*H)``;
 * each step is one GEMM ``(B, H) @ (H, G*H)`` and a handful of in-place ufunc calls on
-  preallocated buffers (``out=``); the LSTM runs both products gate by gate (``gate_major``),
-  so that every gate of a step is one contiguous block;
+  preallocated buffers (``out=``); the gated cells (LSTM, GRU) run both products gate by gate
+  (``gate_major``), so that every gate of a step is one contiguous block;
 * sigmoid is computed as ``0.5 * tanh(a / 2) + 0.5``, the halving folded into the weights once
   per call, so one ``tanh`` covers every gate of a step;
 * backward computes the activation derivatives a block of steps at a time, before the steps'
@@ -22,9 +22,10 @@ What makes the kernels fast (see ``bptt.nn.cells.lstm`` for the full set):
   the page faults of fresh multi-megabyte arrays.
 
 These choices change where numbers are stored, not the arithmetic of any entry (the same dot
-products, the same ufuncs in the same order): with OpenBLAS the results equal, bit for bit, those
-of one row-major GEMM per step and ufuncs over strided gate slices whenever H is a multiple of 16
-(tested); at other sizes the BLAS may sum a per-gate product in another order, in the last bit.
+products, the same ufuncs in the same order).  With OpenBLAS the results equal, bit for bit, those
+of one row-major GEMM per step over strided gate slices at the sizes tested (H a multiple of 16,
+among them every configuration of the README's results); at some other sizes the BLAS sums a
+per-gate product in another order, which moves the last bit.
 
 ``reverse=True`` runs the recursion from the last timestep to the first (the backward direction
 of a bidirectional layer) while inputs and outputs stay in time order.  Every buffer takes the
@@ -117,40 +118,33 @@ def release_scratch():
     _pool.__dict__.clear()
 
 
-def project(x, w_ih, b_ih, b_hh, scale=None, fold=1, out=None):
-    """All input projections at once, (T, B, G*H): ``(x @ w_ih.T + b_ih + fold * b_hh) * scale``.
-
-    ``scale`` (G*H,) is folded into the weight rows and the bias beforehand (small arrays), so the
-    large result takes one GEMM and one pass for the bias.  ``out`` (T*B, G*H), from ``pooled``
-    or ``scratch``, receives the result.
-    """
+def project(x, w_ih, b_ih, b_hh, out=None):
+    """All input projections at once, (T, B, G*H): ``x @ w_ih.T + b_ih + b_hh`` in one GEMM and
+    one pass for the bias; ``out`` (T*B, G*H), from ``pooled`` or ``scratch``, receives it."""
     T, B, I = x.shape
-    w = w_ih if scale is None else w_ih * scale[:, None]
-    xp = np.matmul(x.reshape(T * B, I), w.T, out=out)
+    xp = np.matmul(x.reshape(T * B, I), w_ih.T, out=out)
     if b_ih is not None:
-        b = b_ih + b_hh * fold
-        xp += b if scale is None else b * scale
+        xp += b_ih + b_hh
     return xp.reshape(T, B, -1)
 
 
-def recurrent_matrix(w_hh, scale, x):
-    """``(w_hh * scale[:, None]).T``, the (H, G*H) matrix each step multiplies ``h`` by.
+def recurrent_matrix(w_hh, x):
+    """``w_hh.T``, the (H, G*H) matrix each step multiplies ``h`` by.
 
     Made C-contiguous when ``x`` (T, B, I) has several steps of several rows: OpenBLAS runs the
     per-step GEMM up to twice as fast on it as on the transposed view (B=32, H=64), which repays
     the transposing copy after a step or two.  A single step, or B = 1 (a GEMV, as fast either
     way), keeps the view.
     """
-    w_t = w_hh.T if scale is None else w_hh.T * scale
     T, B = np.shape(x)[:2]
-    return np.ascontiguousarray(w_t) if T > 1 and B > 1 else w_t
+    return np.ascontiguousarray(w_hh.T) if T > 1 and B > 1 else w_hh.T
 
 
-def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name):
+def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name, fold=1):
     """The input projections and the recurrent matrix of a gated cell, laid out gate by gate.
 
     Returns ``(A, w_t, buf, gates)``: ``A`` (T, G, B, H) holds every step's input projection
-    ``(x @ w_ih.T + b_ih + b_hh) * scale`` (from the pool under ``name``, a residual); each
+    ``(x @ w_ih.T + b_ih + fold * b_hh) * scale`` (from the pool under ``name``, a residual); each
     step's ``np.matmul(h, w_t, out=buf)`` leaves ``h @ (w_hh.T * scale)`` as ``gates`` (G, B, H).
     ``order`` permutes the gates (the cell's G gates in PyTorch's order; ``order[j]`` is the one
     stored j-th), so that gates treated alike are adjacent.
@@ -168,7 +162,7 @@ def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name):
     order = list(order)
     scale = scale.reshape(G, H, 1)[order]
     w_ih, w_hh = w_ih.reshape(G, H, I)[order], w_hh.reshape(G, H, H)[order]    # permuted copies
-    b = None if b_ih is None else ((b_ih + b_hh).reshape(G, H, 1)[order] * scale).reshape(GH)
+    b = None if b_ih is None else ((b_ih + b_hh * fold).reshape(G, H, 1)[order] * scale).reshape(GH)
     if B == 1:     # transposes of row-major arrays: a GEMV over the other layout sums in another order
         w_in = np.multiply(w_ih, scale, out=w_ih).reshape(GH, I).T
         w_t = np.multiply(w_hh, scale, out=w_hh).reshape(GH, H).T

@@ -34,46 +34,48 @@ def _forward(x, state, weights, reverse):
     (h0,), (w_ih, w_hh, b_ih, b_hh) = state, weights
     dtype = x.dtype
     H = w_hh.shape[1]
+    T, B, _ = x.shape
     half = np.ones(3 * H, dtype)
     half[:2 * H] = 0.5       # r and z are sigmoids: 0.5 * tanh(a / 2) + 0.5
     fold = np.ones(3 * H, dtype)
     fold[2 * H:] = 0         # b_hn sits inside r * (W_hn h + b_hn): not folded into the input side
-    T, B, _ = x.shape
-    xp = kernels.project(x, w_ih, b_ih, b_hh, half, fold, out=kernels.pooled("gru.xp", (T * B, 3 * H), dtype))
-    w_scaled_t = kernels.recurrent_matrix(w_hh, half, x)
+    xp, w_t, buf, hp = kernels.gate_major(x, w_ih, w_hh, b_ih, b_hh, half, (0, 1, 2), "gru.xp", fold)
     b_hn = None if b_hh is None else b_hh[2 * H:]
-    hp = kernels.pooled("gru.hp", (T, B, 3 * H), dtype)   # h_{t-1} @ W_hh.T (r, z halved), + b_hn on n
+    qns = kernels.pooled("gru.qn", (T, B, H), dtype)      # W_hn h_{t-1} + b_hn
     ys = kernels.pooled("gru.ys", (T, B, H), dtype)
-    XP, HP, Y = (kernels.in_step_order(a, reverse) for a in (xp, hp, ys))
+    XP, QN, Y = (kernels.in_step_order(a, reverse) for a in (xp, qns, ys))
     tmp = np.empty((B, H), dtype)
     h = h0
     for k in range(T):
-        a, q = XP[k], HP[k]
-        np.matmul(h, w_scaled_t, out=q)
-        rz, n, qn = a[:, :2 * H], a[:, 2 * H:], q[:, 2 * H:]
-        if b_hn is not None:
-            qn += b_hn
-        rz += q[:, :2 * H]
+        a, qn = XP[k], QN[k]
+        np.matmul(h, w_t, out=buf)
+        if b_hn is None:
+            np.copyto(qn, hp[2])
+        else:
+            np.add(hp[2], b_hn, out=qn)
+        rz = a[:2]
+        rz += hp[:2]
         np.tanh(rz, out=rz)
         rz *= 0.5
         rz += 0.5
-        np.multiply(rz[:, :H], qn, out=tmp)
+        r, z, n = a
+        np.multiply(r, qn, out=tmp)
         n += tmp
         np.tanh(n, out=n)
         np.subtract(h, n, out=tmp)
-        tmp *= rz[:, H:]
+        tmp *= z
         h = Y[k]
         np.add(n, tmp, out=h)
-    res = (x, h0, w_ih, w_hh, reverse, xp, hp, ys, b_ih is not None)
+    res = (x, h0, w_ih, w_hh, reverse, xp, qns, ys, b_ih is not None)
     return ys, (Y[-1],), res
 
 
 def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
-    x, h0, w_ih, w_hh, reverse, xp, hp, ys, has_bias = res
+    x, h0, w_ih, w_hh, reverse, xp, qns, ys, has_bias = res
     T, B, H = ys.shape
     dtype = ys.dtype
-    XP, HP, Y = (kernels.in_step_order(a, reverse) for a in (xp, hp, ys))
-    r, z, n, qn = XP[:, :, :H], XP[:, :, H:2 * H], XP[:, :, 2 * H:], HP[:, :, 2 * H:]
+    XP, qn, Y = (kernels.in_step_order(a, reverse) for a in (xp, qns, ys))
+    r, z, n = XP[:, 0], XP[:, 1], XP[:, 2]                # (T, B, H) each: xp is (T, 3, B, H)
     # per-step factors that do not depend on the recursion, for all steps at once
     def work(name, shape=(T, B, H)):
         return kernels.scratch("gru." + name, shape, dtype)

@@ -30,7 +30,7 @@ def _forward(x, state, weights, reverse, nonlinearity="tanh"):
     T, B, _ = x.shape
     ys = kernels.project(x, w_ih, b_ih, b_hh,               # becomes the outputs, in place
                          out=kernels.pooled("rnn.ys", (T * B, w_ih.shape[0]), x.dtype))
-    w_hh_t = kernels.recurrent_matrix(w_hh, None, x)
+    w_hh_t = kernels.recurrent_matrix(w_hh, x)
     h_last = kernels.elman_forward(ys, h0, reverse, nonlinearity,
                                    lambda h, out: np.matmul(h, w_hh_t, out=out))
     return ys, (h_last,), (x, h0, w_ih, w_hh, nonlinearity, reverse, ys, b_ih is not None)
