@@ -1,6 +1,7 @@
 """The lag task, gradient_alignment and `bptt credit`."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -51,6 +52,55 @@ def test_lag_options_are_checked():
         tasks.get("lag", short_lag=8, long_lag=3)
     with pytest.raises(ValueError, match="task 'lag': long_lag must be a positive integer"):
         tasks.get("lag", long_lag=0)
+
+
+@pytest.mark.parametrize("value, level", [
+    (0.40, "lags 3 and 8"), (0.454, "lags 3 and 8"), (0.48, "lags 3 and 8"), (0.49, "lag 3 only"),
+    (0.519, "lag 3 only"), (0.58, "lag 3 only"), (0.60, "no memory"), (0.693, "no memory"),
+    (0.74, None)])
+def test_lag_level_reached_is_the_nearest_level(value, level):
+    # midpoints 0.4868 and 0.5904; None above 0.662 + (0.662 - 0.519) / 2 = 0.733
+    assert tasks.get("lag").level_reached(value) == level
+
+
+def test_lag_level_reached_follows_the_lags():
+    task = tasks.get("lag", seq_len=20, short_lag=2, long_lag=5)
+    assert task.level_reached(0.46) == "lags 2 and 5" and task.level_reached(0.52) == "lag 2 only"
+
+
+def test_train_on_lag_reports_the_level_reached(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--task", "lag", "--cell", "gru", "--hidden", "16",
+                                       "--batch", "32", "--steps", "150", "--val-every", "50",
+                                       "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out / "result.json") as f:
+        stored = json.load(f)
+    # 150 updates of full BPTT learn the lag-3 input (test cross-entropy 0.491 when measured)
+    assert stored["test"] < 0.5904 and stored["level"] == tasks.get("lag").level_reached(stored["test"])
+    assert stored["level"] in ("lag 3 only", "lags 3 and 8")
+    level = stored["baselines"][stored["level"]]
+    assert f"reached the {stored['level']} level ({level:.3f})" in result.output.splitlines()[-1]
+    evaluated = CliRunner().invoke(main, ["evaluate", str(out)])
+    assert f"reached the {stored['level']} level" in evaluated.output
+
+
+def test_summary_line_says_when_no_level_was_reached():
+    from bptt.train import summary_line
+
+    result = {"task": "lag", "seq_len": 50, "cell": "gru", "metric": "cross_entropy", "test": 0.8,
+              "baselines": tasks.get("lag").baselines(), "level": None, "steps": 3, "seconds": 0.1}
+    assert "(baselines: no memory 0.6616, lag 3 only 0.5192, lags 3 and 8 0.4545); above every level; 3 steps" \
+        in summary_line(result)
+
+
+def test_tasks_without_levels_report_none(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--task", "adding", "--seq-len", "6", "--hidden", "4",
+                                       "--batch", "4", "--steps", "3", "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0 and "reached" not in result.output
+    with open(out / "result.json") as f:
+        assert "level" not in json.load(f)
 
 
 # -- gradient_alignment -------------------------------------------------------------------------
