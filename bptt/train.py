@@ -14,7 +14,8 @@ everything in one directory::
                        written atomically
       result.json      task, metric, test value, baselines, steps, seconds (the training loop's,
                        summed over resumes; not the final scoring and figures), cell, seq_len,
-                       k1, k2 and the k2 that the final gradient curve suggests
+                       k1, k2 and the k2 that the final gradient curve suggests; for a task
+                       whose baselines are levels (lag) the level the test value reached
       loss.png         training loss and validation metric against steps
       gradflow.png     ||dL/dh_t|| against lag at the start and the end of training
       gradflow.csv     the curves drawn there, one row per (stage, example)
@@ -699,6 +700,8 @@ def _result(run):
     }
     if result["metric"] == "bpc":
         result["perplexity"] = 2.0 ** result["test"]
+    if hasattr(run.task, "level_reached"):      # tasks whose baselines are levels to step through
+        result["level"] = run.task.level_reached(result["test"])
     return result, curves
 
 
@@ -757,6 +760,10 @@ def summary_line(result, out=None):
     """One line: the test metric beside each baseline, the steps and the seconds."""
     baselines = ", ".join(f"{k} {v:.4g}" for k, v in result["baselines"].items())
     where = f" -> {out}" if out else ""
+    level = ""
+    if "level" in result:
+        level = ("; above every level" if result["level"] is None else
+                 f"; reached the {result['level']} level ({result['baselines'][result['level']]:.3f})")
     return (f"{result['task']} T={result['seq_len']} {result['cell']}: test {result['metric']} "
-            f"{result['test']:.4g} (baselines: {baselines}); {result['steps']} steps, "
+            f"{result['test']:.4g} (baselines: {baselines}){level}; {result['steps']} steps, "
             f"{result['seconds']:.1f} s{where}")

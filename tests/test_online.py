@@ -8,7 +8,7 @@ import pytest
 import bptt
 from bptt import Tensor, forward, nn
 from bptt.nn import cell as registry
-from bptt.online import RTRL, UORO
+from bptt.online import KFRTRL, RTRL, UORO
 
 # every registered cell, once per choice of its options: (cell, options, state components,
 # a step-cell class); a new cell is checked with no edit
@@ -193,12 +193,11 @@ def test_rtrl_is_invariant_to_chunking_and_chunk_size():
             np.testing.assert_allclose(w, w0, rtol=1e-12)
 
 
-def _uoro_estimates(model, x, y, samples, seed):
+def _uoro_estimates(model, x, y, samples, seed, estimator=UORO, mask=None):
     rng = np.random.default_rng(seed)
     opt = Frozen(model.parameters())
     for _ in range(samples):
-        uoro = UORO(model, bptt.nn.mse_loss, opt, k1=len(x), rng=rng)
-        uoro.run(x, y)
+        estimator(model, bptt.nn.mse_loss, opt, k1=len(x), rng=rng).run(x, y, mask)
     return np.array([np.concatenate([g.ravel() for g in grads]) for grads in opt.grads])
 
 
@@ -219,6 +218,53 @@ def test_uoro_is_unbiased_and_reproducible():
     a, b, c = (_uoro_estimates(model, x, y, 1, seed=s)[0] for s in (7, 7, 8))
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_kfrtrl_is_unbiased_with_less_variance_than_uoro(nonlinearity):
+    model = _model("sequence", "rnn", {"nonlinearity": nonlinearity}, 1, None, 1, I=2, H=3, O=2)
+    x, y, _ = _data(T=5, B=2)
+    mask = np.zeros(5)
+    mask[-1] = 1                        # one loss at the end: its gradient is all influence
+    exact = np.concatenate([g.ravel() for g in _bptt_grads(model, x, y, mask, [(0, 5)])[0]])
+    draws = _uoro_estimates(model, x, y, 1000, seed=0, estimator=KFRTRL, mask=mask)
+    mean = draws.mean(axis=0)
+    se = draws.std(axis=0, ddof=1) / np.sqrt(len(draws))
+    assert np.all(np.abs(mean - exact) <= 3.5 * se + 1e-12), (mean - exact) / se
+    assert (se > 1e-6).sum() >= 5       # a stochastic estimate, not RTRL's by accident
+    error = lambda d: np.mean(np.linalg.norm(d - exact, axis=1)) / np.linalg.norm(exact)
+    uoro = _uoro_estimates(model, x, y, 100, seed=0, mask=mask)
+    assert error(draws) < 0.6 * error(uoro), (error(draws), error(uoro))
+
+
+def test_kfrtrl_is_invariant_to_chunking_and_trains():
+    x, y, mask = _data(T=7)
+    results = []
+    for chunks in ((7,), (3, 4), (1, 1, 5)):
+        model = _model("sequence", "rnn", {}, 1, None, 1)
+        kf = KFRTRL(model, bptt.nn.mse_loss, bptt.optim.SGD(model.parameters(), lr=0.1), k1=2,
+                    rng=np.random.default_rng(3))
+        a = 0
+        for n in chunks:
+            kf.run(x[a:a + n], y[a:a + n], mask[a:a + n])
+            a += n
+        kf.finish()
+        assert [r["step"] for r in kf.history] == [2, 4, 6, 7]
+        u, A = kf.influence
+        assert u.shape == (2, 3 + 2 + 1) and A.shape == (2, 3, 3)
+        results.append(([r["loss"] for r in kf.history], [p.data.copy() for p in model.parameters()]))
+    before = _model("sequence", "rnn", {}, 1, None, 1).parameters()
+    assert any(not np.allclose(w, p.data) for w, p in zip(results[0][1], before))
+    for losses, ws in results[1:]:
+        np.testing.assert_allclose(losses, results[0][0], rtol=1e-12)
+        for w, w0 in zip(ws, results[0][1]):
+            np.testing.assert_allclose(w, w0, rtol=1e-12)
+
+
+def test_kfrtrl_needs_a_one_layer_rnn():
+    for model in (_model("sequence", "gru", {}, 1, None, 1), _model("sequence", "rnn", {}, 1, None, 2)):
+        with pytest.raises(ValueError, match="KFRTRL: needs a one-layer SequenceModel of the 'rnn' cell"):
+            KFRTRL(model, bptt.nn.mse_loss, Frozen(model.parameters()))
 
 
 def test_uoro_runs_every_cell_and_learns_with_changing_weights():
@@ -317,7 +363,7 @@ def test_adaptive_k2_without_decay_and_bad_input():
 
 def test_online_estimators_reject_non_finite_inputs():
     from bptt import nn, optim
-    from bptt.online import RTRL, UORO
+    from bptt.online import KFRTRL, RTRL, UORO
 
     model = nn.SequenceModel("rnn", 1, 2, 1, dtype=np.float64)
     x = np.zeros((4, 1, 1))

@@ -86,3 +86,24 @@ class Lag(Task):
         return {"no memory": _entropy(marginal),
                 f"lag {self.short_lag} only": sum(_entropy(q) for q in short) / 2,
                 f"lags {self.short_lag} and {self.long_lag}": sum(_entropy(q) for q in p.values()) / 4}
+
+    def level_reached(self, value):
+        """The level of ``baselines()`` a test cross-entropy is at: the nearest of the three.
+
+        Parameters
+        ----------
+        value : float
+            A cross-entropy in nats, e.g. a trained model's on the test set.
+
+        Returns
+        -------
+        str or None
+            The name of the nearest level ("no memory", "lag 3 only", "lags 3 and 8" for the
+            default lags); None when ``value`` is above the no-memory level by more than half
+            the gap between it and the next (a model worse than predicting the marginal).
+        """
+        levels = sorted(self.baselines().items(), key=lambda item: item[1])
+        top, second = levels[-1][1], levels[-2][1]
+        if value > top + (top - second) / 2:
+            return None
+        return min(levels, key=lambda item: abs(item[1] - value))[0]
