@@ -89,11 +89,13 @@ def make_bptt(T, policy, x, gy):
         weights = tuple(p.data for p in layer.parameters())
         state = (np.zeros((B, H), np.float32),) * 2
         pol = ck.resolve(checkpoint)
-        p = ck.plan(pol, T, lambda: ck.footprint(layer.cell_type, True, x, state, weights, {},
-                                                 need_x=False))
+        fp = ck.footprint(layer.cell_type, True, x, state, weights, {}, need_x=False)
+        p = ck.plan(pol, T, lambda: fp)
         if pol.kind == "bytes":
-            slots = p.slots if p.kind == "budget" else len(p.bounds)
+            slots = fp.slots(T, pol.n)
             info = f"{slots} slots: {ck.plan_cost(T, slots) / T:.2f}"
+            if p.kind == "segments":
+                info += f", {len(p.bounds)} segments"
 
     def run(n=T):
         layer.zero_grad()
