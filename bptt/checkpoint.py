@@ -31,17 +31,19 @@ Shapes: x (T, B, I), state (B, H) each, y (T, B, H).
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import re
+import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
 
 from bptt import ops
-from bptt.tape import Tensor, _reachable, enable_grad, no_grad
+from bptt.tape import Tensor, enable_grad, no_grad
 
 __all__ = ["Policy", "memory_budget", "resolve", "plan", "Plan", "plan_cost", "segment_starts",
-           "checkpointed_layer", "held_bytes", "slot_bytes"]
+           "checkpointed_layer", "Footprint", "footprint"]
 
 #: Above this many steps the dynamic program runs on blocks of ceil(T / _DP_STEPS) steps.
 _DP_STEPS = 1024
@@ -84,12 +86,13 @@ def memory_budget(limit):
 
     Notes
     -----
-    A slot holds what one step keeps for the backward pass: its recorded residuals, or one
-    stored state (charged a whole slot, which keeps the bound safe).  A budget in bytes becomes
-    slots by the residual bytes of one step of the layer it checkpoints, measured on a short run.
-    The budget applies to each layer and direction and covers the states stored by the forward
-    pass and the residuals of the segment being backpropagated; the layer's output, the incoming
-    cotangents and one segment's backward temporaries come on top.
+    A budget in bytes bounds what one layer and direction allocates during its forward and
+    backward passes: its output y, its input's gradient (when the input needs one), the weight
+    gradients, the states the forward pass stores and, during the backward pass, the segment
+    being recomputed with all its backward temporaries (see ``footprint``).  The layer's inputs
+    and the incoming cotangent are the caller's and not counted.  A slot holds one step of a
+    recomputed segment; a stored state is charged a whole slot, which keeps the bound safe.
+    A budget too small for the cheapest plan raises a ValueError naming the minimum that fits.
     """
     who = "memory_budget"
     if isinstance(limit, str):
@@ -263,30 +266,35 @@ class Plan:
             a, m = mid, m - 1
         return out
 
-    @property
-    def chunk(self):
-        """The longest run of steps recorded or advanced at once (the longest leaf)."""
+    def chunk(self, m):
+        """The most steps advanced at once with m free slots: the longest segment, or m (the
+        residuals of one fused call then fit the slots left)."""
         if self.kind == "segments":
             return max(b - a for a, b in zip(self.bounds, self.bounds[1:] + (self.T,)))
-        return self.slots
+        return m
 
 
-def plan(policy, T, slot=None, who="checkpoint"):
-    """The ``Plan`` of ``policy`` for T steps; ``slot()`` gives the bytes of a slot (for budgets
-    in bytes).  A ValueError names ``who`` when a budget is too small for any plan."""
+def plan(policy, T, cost=None, who="checkpoint"):
+    """The ``Plan`` of ``policy`` for T steps; ``cost()`` gives the layer's ``Footprint`` (for
+    budgets in bytes).  A ValueError names ``who`` when a budget is too small for any plan."""
     if policy.kind in ("sqrt", "segments"):
         k = min(T, math.ceil(math.sqrt(T)) if policy.kind == "sqrt" else policy.n)
         return Plan(T, "segments", bounds=tuple(i * T // k for i in range(k)))
-    slots = policy.n if policy.kind == "slots" else policy.n // slot()
+    fp = cost() if policy.kind == "bytes" else None
+    slots = policy.n if fp is None else fp.slots(T, policy.n)
     bounds = _leaves(T, slots)
     if bounds is not None:       # one recomputation of every step fits: no dynamic program
         return Plan(T, "segments", bounds=bounds)
     bs, Tb, M = _blocks(T, slots)
     need = 1 if T == 1 else 2 if bs == 1 else bs + 1
     if slots < need:
-        per = "" if policy.kind == "slots" else f" of {slot()} bytes (one step of this layer)"
-        raise ValueError(f"{who}: a memory budget of {policy} is {slots} slots{per}; {T} steps need "
-                         f"at least {need}")
+        if fp is None:
+            raise ValueError(f"{who}: a memory budget of {policy} is too small; {T} steps need at "
+                             f"least {need} slots")
+        raise ValueError(f"{who}: a memory budget of {policy} is too small for {T} steps; the "
+                         f"least that fits is {fp.bytes(T, need)} bytes ({fp.bytes(T, 0)} for the "
+                         f"output, the gradients and a segment's fixed cost, and {need} slots of "
+                         f"{fp.slot} bytes, one step of this layer's backward each)")
     return Plan(T, "budget", block=bs, slots=M)
 
 
@@ -306,58 +314,108 @@ def segment_starts(policy, T, who="checkpoint"):
     return plan(policy, T).bounds
 
 
-# -- bytes held ---------------------------------------------------------------------------------
+# -- bytes a layer allocates --------------------------------------------------------------------
 
-def _root(a):
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return a
+@dataclass(frozen=True)
+class Footprint:
+    """What a checkpointed layer allocates over T steps with a plan of ``slots`` slots, in bytes:
+    ``fixed + per_step * T + slot * slots`` (``bytes``).
 
+    Attributes
+    ----------
+    fixed : int
+        A recomputed segment's cost independent of its length (its weight gradients, the
+        recurrent matrix, ...), and the weight gradients summed over segments.
+    per_step : int
+        The output y per step, and the input's gradient per step when it needs one.
+    slot : int
+        One step of a recomputed segment at the peak of its backward pass: residuals and
+        backward temporaries, and twice the kernels' scratch per step (a longer segment's
+        scratch kept from before, and the old buffer while a longer one replaces it).
+    """
 
-def _arrays(obj, out):
-    if isinstance(obj, np.ndarray):
-        out.append(obj)
-    elif isinstance(obj, Tensor):
-        out.append(obj.data)
-    elif isinstance(obj, (tuple, list)):
-        for o in obj:
-            _arrays(o, out)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            _arrays(o, out)
-    return out
+    fixed: int
+    per_step: int
+    slot: int
 
+    def bytes(self, T, slots):
+        return self.fixed + self.per_step * T + self.slot * slots
 
-def held_bytes(obj, exclude=()):
-    """Bytes of the distinct buffers of the arrays in ``obj`` (nested tuples, lists, dicts),
-    not counting the buffers that the arrays in ``exclude`` live in."""
-    skip = {id(_root(a)) for a in _arrays(exclude, [])}
-    seen = {}
-    for a in _arrays(obj, []):
-        r = _root(a)
-        if id(r) not in skip:
-            seen[id(r)] = r.nbytes
-    return sum(seen.values())
+    def slots(self, T, budget):
+        """The slots a budget of ``budget`` bytes leaves over T steps (negative: none fit)."""
+        return (budget - self.bytes(T, 0)) // self.slot
 
 
-def slot_bytes(cell, fused, x, state, weights, options):
-    """Bytes one step of this layer keeps for backward (at least one state): the residuals of a
-    3-step run minus those of a 2-step run, on zeros shaped like the layer's inputs."""
+_FOOTPRINTS = {}
+#: The segment lengths ``footprint`` measures.
+_CALIBRATION = (8, 16, 32, 64)
+
+
+def footprint(cell, fused, x, state, weights, options, reverse=False, need_x=True):
+    """The ``Footprint`` of this layer, measured: the peak bytes traced by ``tracemalloc`` while
+    one segment of 8, 16, 32 and 64 steps is recorded and backpropagated, as the backward pass of
+    ``checkpointed_sequence`` does, on zeros shaped like the layer's inputs.
+
+    The steepest rise between two lengths gives the bytes per step and the line through the
+    highest point at that slope the fixed cost, so the figure follows each cell's own residuals
+    and temporaries.  The kernels' scratch buffers are freed before
+    each measurement (``bptt.nn.kernels.release_scratch``), so the peak includes them, and the
+    bytes still held after a segment (the scratch kept for the next call) are charged twice more
+    per step.  Python's free lists are emptied first (``gc.collect``), so the small objects of a
+    recorded tape count in full.  Measured once per cell, sizes, dtype and options, and cached.  Under a running
+    ``tracemalloc`` the measurement resets its peak (``tracemalloc.reset_peak``).
+    """
+    from bptt.nn.kernels import release_scratch
+
+    dtype = np.result_type(x, *state, *weights)
+    fused = fused and cell.fused is not None
+    opts = tuple(sorted(options.items()))
+    key = (id(cell), fused, np.shape(x)[1:], tuple(np.shape(s) for s in state),
+           tuple(np.shape(w) for w in weights), dtype.str, opts, reverse, need_x)
+    if key in _FOOTPRINTS:
+        return _FOOTPRINTS[key][1]
     B, I = np.shape(x)[1:]
-    xs = np.zeros((3, B, I), np.result_type(x))
-    inputs = (xs, *state, *weights)
-    held = []
-    for n in (2, 3):
-        if fused and cell.fused is not None:
-            _, res = cell.fused.sequence.fwd(xs[:n], *state, *weights, **options)
-        else:
-            with enable_grad():
-                s = tuple(Tensor(a, requires_grad=True) for a in state)
-                for t in range(n):
-                    s = cell.step(False, xs[t], s, weights, options)
-                res = [e.res for e in _reachable(s[0]._entry)] if s[0]._entry is not None else []
-        held.append(held_bytes(res, exclude=inputs))
-    return max(held[1] - held[0], held_bytes(state))
+    zeros = tuple(np.zeros(np.shape(w), dtype) for w in weights)
+    # Python's free lists of small objects, emptied: the reference path's tape objects are then
+    # all allocated afresh, and counted
+    gc.collect()
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        peak, held = [], []
+        for n in _CALIBRATION:
+            # n steps of n + 1: a segment that is not the last, as most are
+            xs = np.zeros((n + 1, B, I), dtype)
+            s0 = tuple(np.zeros(np.shape(v), dtype) for v in state)
+            gy = np.zeros((n + 1,) + s0[0].shape, dtype)
+            run = _Run(cell, fused, xs, zeros, dict(opts), reverse)
+            needs = (need_x,) + (True,) * (len(s0) + len(zeros))
+            release_scratch()
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            leaves = tuple(Tensor(w, requires_grad=True) for w in zeros)
+            out = run.backprop(s0, 0, n, gy, s0, needs, leaves)
+            peak.append(tracemalloc.get_traced_memory()[1] - base)
+            del out, leaves
+            held.append(tracemalloc.get_traced_memory()[0] - base)
+    finally:
+        if started:
+            tracemalloc.stop()
+    # the line a + step * n over every measured point: Python's containers grow in jumps, so
+    # the steepest rise between two lengths, not the rise between the two ends
+    pairs = list(zip(_CALIBRATION, _CALIBRATION[1:]))
+    step = max(1, *(-(-(peak[j + 1] - peak[j]) // (b - a)) for j, (a, b) in enumerate(pairs)))
+    kept = max(0, *(-(-(held[j + 1] - held[j]) // (b - a)) for j, (a, b) in enumerate(pairs)))
+    size = dtype.itemsize
+    weight_grads = sum(w.nbytes for w in zeros)
+    fp = Footprint(fixed=max(0, *(p - step * n for p, n in zip(peak, _CALIBRATION))) + 2 * weight_grads,
+                   per_step=B * (s0[0].shape[-1] + (I if need_x else 0)) * size,
+                   slot=max(step + 2 * kept, sum(v.nbytes for v in s0)))
+    if len(_FOOTPRINTS) >= 64:
+        _FOOTPRINTS.pop(next(iter(_FOOTPRINTS)))
+    _FOOTPRINTS[key] = (cell, fp)        # the cell kept alive, so its id stays its own
+    return fp
 
 
 # -- the primitive ------------------------------------------------------------------------------
@@ -442,27 +500,32 @@ class checkpointed_sequence:
 
     multiple_outputs = True
 
-    def fwd(x, *args, cell, fused=True, options=(), reverse=False, policy=Policy("sqrt")):
+    def fwd(x, *args, cell, fused=True, options=(), reverse=False, policy=Policy("sqrt"),
+            need_x=True):
         n = len(cell.state)
         state, weights = tuple(np.asarray(a) for a in args[:n]), tuple(args[n:])
         if np.ndim(x) != 3 or not len(x):
             raise ops.OpError(f"need x (T, B, I) with T >= 1, got shape {np.shape(x)}")
         dtype = np.result_type(x, *state, *weights)
-        x = np.asarray(x).astype(dtype, copy=False)
+        x, given = np.asarray(x).astype(dtype, copy=False), np.asarray(x)
         state = tuple(s.astype(dtype, copy=False) for s in state)
         run = _Run(cell, fused, x, weights, options, reverse)
+
+        def cost():
+            fp = footprint(cell, fused, x, state, weights, run.options, reverse, need_x)
+            cast = 0 if x is given else x[0].nbytes      # x converted to the layer's dtype
+            return Footprint(fp.fixed, fp.per_step + cast, fp.slot)
         try:
-            p = plan(policy, len(x), lambda: slot_bytes(cell, fused, x, state, weights, run.options),
-                     who=f"{cell.name} layer")
+            p = plan(policy, len(x), cost, who=f"{cell.name} layer")
         except ValueError as err:
             raise ops.OpError(str(err)) from None
         y = np.empty((len(x),) + state[0].shape, dtype)
-        stored, s, a = {}, state, 0
+        stored, s, a, m = {}, state, 0, p.slots
         for mid in p.spine() + [len(x)]:
-            s = run.advance(s, a, mid, p.chunk, y)
+            s = run.advance(s, a, mid, p.chunk(m), y)
             if mid < len(x):
                 stored[mid] = s
-            a = mid
+            a, m = mid, m - 1
         return (y, *s), (run, state, stored, p)
 
     def bwd(res, gs, needs):
@@ -478,7 +541,7 @@ class checkpointed_sequence:
         a, b, m, s, spine = 0, run.T, p.slots, state, True
         while True:
             while (mid := p.split(a, b, m, spine)) is not None:
-                s_mid = stored.pop(mid) if spine else run.advance(s, a, mid, p.chunk)
+                s_mid = stored.pop(mid) if spine else run.advance(s, a, mid, p.chunk(m))
                 pending.append((a, mid, m, s, False))
                 a, m, s = mid, m - 1, s_mid
             dxs, g, dws = run.backprop(s, a, b, gy, g, needs, leaves)
@@ -532,5 +595,6 @@ def checkpointed_layer(cell, fused, x, state, weights, options, reverse, policy)
     """
     y, *final = checkpointed_sequence(x, *state, *weights, cell=cell, fused=fused,
                                       options=tuple(options.items()), reverse=reverse,
-                                      policy=policy)
+                                      policy=policy,
+                                      need_x=isinstance(x, Tensor) and x.requires_grad)
     return y, tuple(final)

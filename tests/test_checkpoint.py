@@ -7,6 +7,7 @@ and an input cotangent comes from a GEMM over fewer rows, so those are compared 
 (float64).
 """
 
+import gc
 import heapq
 import itertools
 import math
@@ -20,13 +21,13 @@ from bptt import checkpoint as ck
 from bptt import nn
 from bptt.diagnostics import hidden_grad_norms
 from bptt.nn import cell as registry
-from bptt.nn import kernels
 from bptt.nn.cells import rnn
+from bptt.nn.kernels import release_scratch
 from bptt.tape import Tensor
 
 F64 = np.float64
 CASES = [(c.name, v) for c in registry.registered() for v in c.variants()]
-POLICIES = ["sqrt", 1, 2, 5, ck.memory_budget(2), ck.memory_budget(4), ck.memory_budget(9), "6KB"]
+POLICIES = ["sqrt", 1, 2, 5, ck.memory_budget(2), ck.memory_budget(4), ck.memory_budget(9), "50KB"]
 
 
 def _run(module, x, h0, checkpoint, w):
@@ -173,44 +174,68 @@ def test_plans_above_the_program_size_split_on_blocks():
 
 # -- memory -------------------------------------------------------------------------------------
 
-def _peaks(module, x, gy, policy):
-    """(bytes held after the forward pass, peak bytes during forward and backward), traced."""
+def _traced_peak(module, x, gy, policy):
+    """Peak bytes traced by tracemalloc during one forward and backward, Python objects included.
+
+    A first pass outside the trace computes the plan and the layer's footprint (both cached).
+    The kernels' scratch buffers are then freed, so that the traced pass allocates, and counts,
+    its own, and so are Python's free lists of small objects (a full collection empties them):
+    an object the traced pass parks there stays counted, so they must start empty, as they do
+    when the footprint is measured."""
     module.zero_grad()
-    kernels.release_scratch()         # buffers pooled by earlier calls would hide allocations
+    y, _ = module(x, checkpoint=policy)
+    y.backward(gy)
+    del y
+    module.zero_grad()
+    release_scratch()
+    gc.collect()
+    gc.disable()
     tracemalloc.start()
     try:
         y, _ = module(x, checkpoint=policy)
-        kernels.release_scratch()     # held: what the layer keeps, not the free buffers cached
-        # held: numpy's array data only (its own tracemalloc domain), not Python objects
-        arrays = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)])
-        held = sum(t.size for t in arrays.traces) - y.data.nbytes
         y.backward(gy)
-        return held, tracemalloc.get_traced_memory()[1]
+        return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+        gc.enable()
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_peak_memory_falls_with_the_budget_and_what_is_held_fits_it(fused, rng):
-    T, B, H = 300, 4, 32
-    module = nn.LSTM(8, H, fused=fused, rng=rng)
-    x = rng.standard_normal((T, B, 8)).astype(np.float32)
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_peak_memory_falls_with_the_budget_and_stays_within_it(name, fused, rng):
+    T, B, I, H = 200, 4, 8, 32
+    module = nn.Recurrent(name, I, H, fused=fused, rng=rng, dtype=np.float32)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
     gy = rng.standard_normal((T, B, H)).astype(np.float32)
-    weights = tuple(p.data for p in module.parameters())
-    slot = ck.slot_bytes(module.cell_type, fused, x, (np.zeros((B, H), np.float32),) * 2, weights, {})
-    assert slot >= 2 * B * H * 4                       # at least the state (h, c)
+    unchecked = _traced_peak(module, x, gy, None)
     peaks = []
-    for slots in (None, 100, 40, 20, 8):
-        policy = None if slots is None else ck.memory_budget(f"{slots * slot}B")
-        if slots is not None:
-            ck.plan_cost(T, slots)                     # the plan's tables, cached, are not the layer's
-        held, peak = _peaks(module, x, gy, policy)
-        if slots is not None:
-            assert held <= slots * slot, (slots, held)
+    for budget in (2_000_000, 1_000_000, 600_000, 400_000, 300_000):
+        peak = _traced_peak(module, x, gy, f"{budget}B")
+        # The reference path records a tape of small Python objects per step, and those its
+        # backward parks on Python's free lists stay counted by tracemalloc (by a third more
+        # here): only the fused path's peak is held to the budget, and only to within 10%: the
+        # footprint is measured on segments of 8 to 64 steps, and the plans of the tightest
+        # budgets recompute in shorter pieces, whose own costs it undercounts (by 7% at 300 kB).
+        assert peak <= 1.1 * budget or not fused, (budget, peak)
         peaks.append(peak)
-    assert all(a > b for a, b in zip(peaks, peaks[1:])), peaks
-    assert peaks[-1] < 0.25 * peaks[0]
+    assert all(a > b for a, b in zip([unchecked] + peaks, peaks)), (unchecked, peaks)
+    assert peaks[-1] < 0.2 * unchecked
+
+
+def test_a_footprint_is_measured_per_step_from_the_cell():
+    B, I, H = 4, 8, 32
+    x = np.zeros((5, B, I), np.float32)
+    for name in ("lstm", "gru"):
+        cell = registry.get(name)
+        weights = tuple(np.zeros(s, np.float32) for s in cell.parameter_shapes(I, H).values())
+        state = (np.zeros((B, H), np.float32),) * len(cell.state)
+        fp = ck.footprint(cell, True, x, state, weights, {})
+        assert fp.per_step == B * (H + I) * 4                  # the output y and the input's dx
+        assert ck.footprint(cell, True, x, state, weights, {}, need_x=False).per_step == B * H * 4
+        # one step's fused residuals alone: the gates and the states, G*H + 2*H floats a row
+        assert fp.slot >= B * (len(cell.gates) + 2) * H * 4
+        assert fp.fixed >= 2 * sum(w.nbytes for w in weights)  # the weight gradients summed
+        assert ck.footprint(cell, True, x, state, weights, {}) is fp     # measured once
 
 
 # -- TBPTT and the gradient-flow diagnostics ----------------------------------------------------
@@ -295,10 +320,18 @@ def test_bad_policies_are_named(spec, kind, message):
     assert str(err.value).startswith("GRU(2, 3)")
 
 
-def test_a_budget_too_small_says_how_many_slots_it_is():
+def test_a_budget_too_small_names_the_least_that_fits():
     module = nn.LSTM(2, 3)
-    with pytest.raises(ValueError, match=r"lstm layer: a memory budget of 10 bytes is 0 slots of \d+ "
-                                         r"bytes \(one step of this layer\); 4 steps need at least 2"):
+    with pytest.raises(ValueError, match=r"lstm layer: a memory budget of 10 bytes is "
+                                         r"too small for 4 steps; the least that fits is (\d+) bytes "
+                                         r"\(\d+ for the output, the gradients and a segment's fixed "
+                                         r"cost, and 2 slots of \d+ bytes") as err:
         module(np.zeros((4, 1, 2)), checkpoint="10B")
+    least = int(str(err.value).split("the least that fits is ")[1].split()[0])
+    module(np.zeros((4, 1, 2)), checkpoint=f"{least}B")          # the least that fits does
+    with pytest.raises(ValueError, match="too small for 4 steps"):
+        module(np.zeros((4, 1, 2)), checkpoint=f"{least - 1}B")
+    with pytest.raises(ValueError, match="memory budget of 1 slots is too small; 4 steps need at least 2"):
+        module(np.zeros((4, 1, 2)), checkpoint=ck.memory_budget(1))
     with pytest.raises(ValueError, match="is not a size in bytes"):
         ck.memory_budget("lots")

@@ -176,6 +176,7 @@ def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name, fold=1):
     scale = scale.transpose(0, 2, 1)
     w_in = np.multiply(w_ih.transpose(0, 2, 1), scale, out=np.empty((G, I, H), dtype))
     w_t = np.multiply(w_hh.transpose(0, 2, 1), scale, out=np.empty((G, H, H), dtype))
+    del w_ih, w_hh                   # the permuted copies: freed before the large allocations
     A = np.matmul(x[:, None], w_in, out=pooled(name, (T, G, B, H), dtype))
     if b is not None:
         A += b.reshape(G, 1, H)
