@@ -206,7 +206,7 @@ def train(ctx, resume, out, progress, steps, **options):
     zero state and makes ceil(T/k1) updates; k1 = k2 = T (the default) is full BPTT.  With no
     options: the adding problem at T=50 with an LSTM, in about a minute.  A task may set its own
     defaults (shown in brackets below): `--task shakespeare --stateful` alone trains an LSTM of
-    256 (embedding 256) on 32 streams with BPTT(100; 100) and Adam at 0.002 for 3 epochs, about
+    256 (embedding 256) on 32 streams with BPTT(100; 100) and Adam at 0.002 for 8 epochs, about
     10 minutes on 2 cores; options given always win.  The run directory gets
     config.json, metrics.csv, checkpoint.npz, result.json, loss.png, gradflow.png (and
     predictions.png for forecasting); the last line printed is the test metric beside the

@@ -147,7 +147,7 @@ def prepare(config):
 
     The resolved copy has seq_len, k1, k2, lr, hidden, batch and steps filled in, and ``data``
     made an absolute path.  Options left as None take the task's defaults first
-    (``bptt.tasks.train_defaults``: e.g. shakespeare's LSTM of 256 for 3 epochs with
+    (``bptt.tasks.train_defaults``: e.g. shakespeare's LSTM of 256 for 8 epochs with
     ``stateful``), then ``DEFAULTS`` and ``OPTIMIZERS``; an option that is given always wins.
 
     Raises

@@ -14,13 +14,19 @@ bits per character (drawn to ``--figure``).  The truncation rows: a 128-unit LST
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
+import shlex
+import shutil
+import sys
+import time
 
 import click
 
-from _results import table
 from bptt import plots, sample
+from bptt.cli import main as bptt_main
 from bptt.train import read_metrics
 
 # shakespeare's own defaults (bptt.tasks.train_defaults) are the main row's options
@@ -34,6 +40,30 @@ def _truncation(ks, characters):
                                   "--steps", characters // (32 * k), "--val-every", "100000",
                                   "--seed", "0"]
             for k in ks}
+
+
+def run_command(args, out):
+    """Run ``bptt train ARGS --out OUT`` afresh in this process; return ``(result.json object,
+    wall seconds of the whole command)``."""
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):     # the command's own summary line: not a table row
+        bptt_main(["train", *map(str, args), "--out", out, "--no-progress"], standalone_mode=False)
+    seconds = time.perf_counter() - started
+    with open(os.path.join(out, "result.json")) as f:
+        return json.load(f), seconds
+
+
+def table(commands, out_root):
+    """Run ``{name: args}`` in turn, printing a markdown table: the command, its test metric
+    beside the baselines, the suggested k2, the updates and the seconds."""
+    click.echo("| command | test metric | baselines | k2 suggested | steps | seconds |\n|---|---|---|---|---|---|")
+    for name, args in commands.items():
+        result, seconds = run_command(args, os.path.join(out_root, name))
+        baselines = ", ".join(f"{k} {v:.4g}" for k, v in result["baselines"].items())
+        click.echo(f"| `bptt train {shlex.join(map(str, args))}` | {result['metric']} {result['test']:.4g} "
+                   f"| {baselines} | {result['suggested_k2']} | {result['steps']} | {seconds:.0f} |")
 
 
 def loss_figure(run, path):

@@ -17,19 +17,19 @@ def shakespeare_stateful():
 def test_shakespeare_stateful_defaults(shakespeare_stateful):
     c, task = shakespeare_stateful
     assert (c.cell, c.layers, c.hidden, c.seq_len, c.k1, c.k2, c.batch) == ("lstm", 1, 256, 100, 100, 100, 32)
-    assert (c.optimizer, c.lr, c.clip, c.epochs) == ("adam", 2e-3, 1.0, 3)
-    assert c.steps == 3 * streams.updates_per_epoch(task, c) == 942
+    assert (c.optimizer, c.lr, c.clip, c.epochs) == ("adam", 2e-3, 1.0, 8)
+    assert c.steps == 8 * streams.updates_per_epoch(task, c) == 2512
     model = training.build_model(c, task)
     assert model.embedding.weight.shape == (task.output_size, 256)
 
 
 def test_shakespeare_windowed_defaults_count_steps():
     c, _ = prepare(TrainConfig(task="shakespeare"))
-    assert (c.hidden, c.batch, c.lr, c.epochs, c.steps) == (256, 32, 2e-3, None, 1000)
+    assert (c.hidden, c.batch, c.lr, c.epochs, c.steps) == (256, 32, 2e-3, None, 2500)
 
 
 @pytest.mark.parametrize("given, expect", [
-    ({"hidden": 64}, {"hidden": 64, "batch": 32, "lr": 2e-3, "epochs": 3}),
+    ({"hidden": 64}, {"hidden": 64, "batch": 32, "lr": 2e-3, "epochs": 8}),
     ({"batch": 8, "lr": 0.01}, {"hidden": 256, "batch": 8, "lr": 0.01}),
     ({"steps": 50}, {"steps": 50, "epochs": None}),
     ({"epochs": 1}, {"epochs": 1, "steps": 314}),
@@ -67,6 +67,6 @@ def test_cli_passes_only_given_options(monkeypatch, tmp_path):
     for args in ([], ["--hidden", "64", "--batch", "64", "--steps", "2000"]):
         runner.invoke(main, ["train", "--task", "shakespeare", "--stateful",
                              "--out", str(tmp_path / "run")] + args)
-    assert [(c.hidden, c.batch, c.steps, c.epochs) for c in seen] == [(256, 32, 942, 3), (64, 64, 2000, None)]
+    assert [(c.hidden, c.batch, c.steps, c.epochs) for c in seen] == [(256, 32, 2512, 8), (64, 64, 2000, None)]
     help_text = runner.invoke(main, ["train", "--help"]).output
-    assert "shakespeare 256" in help_text and "shakespeare 3" in help_text
+    assert "shakespeare 256" in help_text and "shakespeare 8" in help_text

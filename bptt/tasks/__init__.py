@@ -49,8 +49,8 @@ _REGISTRY = {
 #: clipped at bptt train's 1, about 10 minutes on 2 cores; ``epochs`` with --stateful, ``steps``
 #: (about as many characters) without.
 _TRAIN_DEFAULTS = {
-    "shakespeare": {"hidden": 256, "batch": 32, "optimizer": "adam", "lr": 2e-3, "epochs": 3,
-                    "steps": 1000},
+    "shakespeare": {"hidden": 256, "batch": 32, "optimizer": "adam", "lr": 2e-3, "epochs": 8,
+                    "steps": 2500},
 }
 
 
