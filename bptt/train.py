@@ -66,7 +66,7 @@ from bptt.rundir import CHECKPOINT, CONFIG, METRIC_COLUMNS, METRICS, RESULT, Run
 __all__ = ["TrainConfig", "ConfigError", "RunError", "TrainingDiverged", "train", "resume", "evaluate",
            "summary_line", "default_out", "read_metrics", "prepare", "build_task", "build_model",
            "build_optimizer", "predict", "memory_estimate", "task_fingerprint",
-           "OPTIMIZERS", "CELLS", "INITS", "NONLINEARITIES", "METRIC_COLUMNS", "SCORE_STEPS"]
+           "DEFAULTS", "OPTIMIZERS", "CELLS", "INITS", "NONLINEARITIES", "METRIC_COLUMNS", "SCORE_STEPS"]
 
 CELLS = cell_registry.names()
 INITS = cell_registry.INITS
@@ -84,6 +84,8 @@ OPTIMIZERS = {
     "adadelta": ("Adadelta", 1.0),
     "adamw": ("AdamW", 1e-2),
 }
+#: What ``prepare`` fills in for these options when neither the user nor the task sets them.
+DEFAULTS = {"hidden": 64, "batch": 64, "steps": 2000}
 #: Example-steps (examples times T) that ``predict`` runs at once: bounds the memory of scoring
 #: long sequences (about 100 MB for a 64-unit LSTM) without slowing short ones.
 SCORE_STEPS = 65536
@@ -103,7 +105,9 @@ class TrainConfig:
     """Every option of a run, as stored in ``config.json``.
 
     None means: ``seq_len`` the task's own default, ``k1`` the sequence length, ``k2`` k1,
-    ``lr`` the optimizer's default in ``OPTIMIZERS``; ``prepare`` fills them in.  ``data``,
+    ``lr`` the optimizer's default in ``OPTIMIZERS``, ``hidden``, ``batch`` and ``steps`` the
+    task's defaults (``bptt.tasks.train_defaults``) or else those in ``DEFAULTS``; ``prepare``
+    fills them in.  ``data``,
     ``columns`` and ``target`` train on a user's CSV series instead of a named task.
     ``forget_bias`` and ``nonlinearity`` go to the cells that take them (LSTM; RNN and IndRNN);
     ``nonlinearity=None`` is the cell's own default.  ``task='text'`` reads the UTF-8 file
@@ -115,15 +119,15 @@ class TrainConfig:
     task: str = "adding"
     seq_len: int | None = None
     cell: str = "lstm"
-    hidden: int = 64
+    hidden: int | None = None
     layers: int = 1
     k1: int | None = None
     k2: int | None = None
     optimizer: str = "adam"
     lr: float | None = None
     clip: float = 1.0
-    batch: int = 64
-    steps: int = 2000
+    batch: int | None = None
+    steps: int | None = None
     seed: int = 0
     val_every: int = 100
     forget_bias: float = 1.0
@@ -142,7 +146,10 @@ class TrainConfig:
 def prepare(config):
     """Validate ``config`` and build its task; return ``(resolved config, task)``.
 
-    The resolved copy has seq_len, k1, k2 and lr filled in, and ``data`` made an absolute path.
+    The resolved copy has seq_len, k1, k2, lr, hidden, batch and steps filled in, and ``data``
+    made an absolute path.  Options left as None take the task's defaults first
+    (``bptt.tasks.train_defaults``: e.g. shakespeare's LSTM of 256 for 8 epochs with
+    ``stateful``), then ``DEFAULTS`` and ``OPTIMIZERS``; an option that is given always wins.
 
     Raises
     ------
@@ -160,6 +167,7 @@ def prepare(config):
     if not isinstance(c.columns, (list, tuple)) or not all(isinstance(v, str) for v in c.columns):
         raise ConfigError("--column", f"need a list of column names, got {c.columns!r}")
     c.columns = list(c.columns)
+    _fill_defaults(c)
     if c.task == "text" and c.data is None:
         raise ConfigError("--data", "--task text reads a UTF-8 text file: give it with --data")
     if c.data is None and c.task not in tasks.names():
@@ -187,7 +195,8 @@ def prepare(config):
             cell.options[key].validate(f"--cell {c.cell}", key, value)
         except ValueError as err:
             raise ConfigError("--" + key.replace("_", "-"), str(err)) from None
-    names = ("hidden", "layers", "batch", "steps", "val_every") + (("seq_len",) if c.seq_len else ()) \
+    names = ("hidden", "layers", "batch", "val_every") + (("seq_len",) if c.seq_len else ()) \
+        + (("steps",) if c.steps is not None else ()) \
         + (("epochs",) if c.epochs is not None else ()) + (("embed",) if c.embed is not None else ())
     for name in names:
         setattr(c, name, option_integer(getattr(c, name), _option(name)))
@@ -222,6 +231,31 @@ def prepare(config):
     streams.configure(c, task)
     _check_memory(c, task)
     return c, task
+
+
+def _fill_defaults(c):
+    """Fill the options of ``c`` left as None from its task's defaults, then ``DEFAULTS``.
+
+    A task's ``epochs`` applies to a stateful run given neither ``steps`` nor ``epochs``; its
+    ``steps`` to the other runs given neither (``streams.configure`` turns epochs into steps).
+    Its ``lr`` is for its ``optimizer``: a run with another optimizer gets that one's default.
+    """
+    from bptt import tasks
+
+    own = tasks.train_defaults(c.task) if c.data is None and c.task in tasks.names() else {}
+    if c.steps is None and c.epochs is None:
+        if c.stateful and "epochs" in own:
+            c.epochs = own["epochs"]
+        else:
+            c.steps = own.get("steps", DEFAULTS["steps"])
+    for name, value in own.items():
+        if name in ("steps", "epochs", "optimizer") or getattr(c, name) is not None:
+            continue
+        if name != "lr" or c.optimizer == own.get("optimizer", c.optimizer):  # lr is the optimizer's
+            setattr(c, name, value)
+    for name, value in DEFAULTS.items():
+        if name != "steps" and getattr(c, name) is None:
+            setattr(c, name, value)
 
 
 def _option(name):

@@ -1,7 +1,8 @@
 """Character-level language modelling on the works of Shakespeare, with the state carried.
 
-The main row: a one-layer LSTM of 256 units trained statefully (the training text cut into 32
-streams, walked in windows of 100 characters, BPTT(100; 100), Adam) for three epochs, its test
+The main row, ``bptt train --task shakespeare --stateful`` with the task's defaults: a one-layer
+LSTM of 256 units trained statefully (the training text cut into 32 streams, walked in windows of
+100 characters, BPTT(100; 100), Adam at 2e-3) for three epochs, its test
 bits per character beside the n-gram baselines; then a sample of its text and its loss curve in
 bits per character (drawn to ``--figure``).  The truncation rows: a 128-unit LSTM with k1 = k2 = k in
 ``--truncation-ks``, each run reading the same ``--characters`` of the training streams (so
@@ -13,17 +14,23 @@ bits per character (drawn to ``--figure``).  The truncation rows: a 128-unit LST
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
+import shlex
+import shutil
+import sys
+import time
 
 import click
 
-from _results import table
 from bptt import plots, sample
+from bptt.cli import main as bptt_main
 from bptt.train import read_metrics
 
-MAIN = ["--task", "shakespeare", "--stateful", "--hidden", "256", "--batch", "32", "--lr", "2e-3",
-        "--epochs", "3", "--seed", "0"]
+# shakespeare's own defaults (bptt.tasks.train_defaults) are the main row's options
+MAIN = ["--task", "shakespeare", "--stateful", "--seed", "0"]
 
 
 def _truncation(ks, characters):
@@ -33,6 +40,30 @@ def _truncation(ks, characters):
                                   "--steps", characters // (32 * k), "--val-every", "100000",
                                   "--seed", "0"]
             for k in ks}
+
+
+def run_command(args, out):
+    """Run ``bptt train ARGS --out OUT`` afresh in this process; return ``(result.json object,
+    wall seconds of the whole command)``."""
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):     # the command's own summary line: not a table row
+        bptt_main(["train", *map(str, args), "--out", out, "--no-progress"], standalone_mode=False)
+    seconds = time.perf_counter() - started
+    with open(os.path.join(out, "result.json")) as f:
+        return json.load(f), seconds
+
+
+def table(commands, out_root):
+    """Run ``{name: args}`` in turn, printing a markdown table: the command, its test metric
+    beside the baselines, the suggested k2, the updates and the seconds."""
+    click.echo("| command | test metric | baselines | k2 suggested | steps | seconds |\n|---|---|---|---|---|---|")
+    for name, args in commands.items():
+        result, seconds = run_command(args, os.path.join(out_root, name))
+        baselines = ", ".join(f"{k} {v:.4g}" for k, v in result["baselines"].items())
+        click.echo(f"| `bptt train {shlex.join(map(str, args))}` | {result['metric']} {result['test']:.4g} "
+                   f"| {baselines} | {result['suggested_k2']} | {result['steps']} | {seconds:.0f} |")
 
 
 def loss_figure(run, path):

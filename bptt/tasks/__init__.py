@@ -24,7 +24,7 @@ from bptt.tasks.lag import Lag
 from bptt.tasks import toy as _toy
 from bptt.tasks.text import TextTask, text, shakespeare as _shakespeare
 
-__all__ = ["get", "names", "options", "loss_function", "from_csv", "catalogue", "format_catalogue",
+__all__ = ["get", "names", "options", "train_defaults", "loss_function", "from_csv", "catalogue", "format_catalogue",
            "Task", "SeriesTask", "TextTask", "text"]
 
 _REGISTRY = {
@@ -43,6 +43,16 @@ _REGISTRY = {
     "shakespeare": _shakespeare,
 }
 
+#: ``bptt train`` options a task sets when the user does not (``train_defaults``): the tasks whose
+#: usual model differs from bptt train's defaults, which suit the toy tasks.  shakespeare: a
+#: char-rnn sized LSTM (embedding width = hidden), BPTT(100; 100) (its seq_len) on 32 streams,
+#: clipped at bptt train's 1, about 10 minutes on 2 cores; ``epochs`` with --stateful, ``steps``
+#: (about as many characters) without.
+_TRAIN_DEFAULTS = {
+    "shakespeare": {"hidden": 256, "batch": 32, "optimizer": "adam", "lr": 2e-3, "epochs": 8,
+                    "steps": 2500},
+}
+
 
 def names():
     """The registered task names, toy tasks first, then synthetic and real series."""
@@ -52,6 +62,16 @@ def names():
 def options(name):
     """``{option: default}`` that ``get(name, ...)`` accepts."""
     return {k: p.default for k, p in inspect.signature(_factory(name)).parameters.items()}
+
+
+def train_defaults(name):
+    """``{option: value}`` that ``bptt train`` uses for task ``name`` when not given (the task's
+    own ``seq_len`` is in ``options(name)``); empty for a task that keeps bptt train's defaults.
+
+    ``epochs`` applies to stateful runs, ``steps`` to the others, ``lr`` to ``optimizer``.
+    """
+    _factory(name)      # an unknown task is an error here too
+    return dict(_TRAIN_DEFAULTS.get(str(name).lower().replace("_", "-"), {}))
 
 
 def _factory(name):
