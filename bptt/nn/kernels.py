@@ -219,7 +219,7 @@ def weight_grads(x, w_ih, dpre_x, dpre_h, ys, h0, reverse, need_x, need_w_ih, ne
         first, rest = (T - 1, slice(0, T - 1)) if reverse else (0, slice(1, T))
         prev = slice(1, T) if reverse else slice(0, T - 1)
         # B = 1: an outer product, which a K = 1 GEMM computes several times slower (same bits)
-        dw_hh = np.multiply(dpre_h[first].T, h0) if B == 1 else dpre_h[first].T @ h0
+        dw_hh = np.multiply(dpre_h[first].T, h0, order="C") if B == 1 else dpre_h[first].T @ h0
         if T > 1:
             dw_hh += dpre_h[rest].reshape(-1, GH).T @ ys[prev].reshape(-1, ys.shape[-1])
     return dx, dw_ih, dw_hh
