@@ -178,8 +178,8 @@ def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name, fold=1):
     w_t = np.multiply(w_hh.transpose(0, 2, 1), scale, out=np.empty((G, H, H), dtype))
     del w_ih, w_hh                   # the permuted copies: freed before the large allocations
     A = np.matmul(x[:, None], w_in, out=pooled(name, (T, G, B, H), dtype))
-    if b is not None:
-        A += b.reshape(G, 1, H)
+    if b is not None:     # tiled over B first: then one contiguous (G, B, H) block a step
+        A += np.ascontiguousarray(np.broadcast_to(b.reshape(G, 1, H), (G, B, H)))
     buf = np.empty((G, B, H), dtype)
     return A, w_t, buf, buf
 
