@@ -83,6 +83,11 @@ class _Online:
         self.steps = 0
         self.reset_state()
 
+    @property
+    def influence(self):
+        """What the estimator carries from step to step (each class says what it is)."""
+        return self._influence
+
     def reset_state(self):
         """Start a new stream: forget the state, its influence and an unfinished window."""
         self.state = None
@@ -252,10 +257,6 @@ class RTRL(_Online):
             width = max(1, min(p.size, int(chunk) // max(1, p.size)))
             self._groups.extend((k, a, min(a + width, p.size)) for a in range(0, p.size, width))
 
-    @property
-    def influence(self):
-        return self._influence
-
     def _start(self):
         # the initial state does not depend on the parameters
         return [None] * len(self._groups)
@@ -288,7 +289,18 @@ class RTRL(_Online):
         return value, grads
 
 
-class UORO(_Online):
+class _Sampled(_Online):
+    """An estimator that draws random signs: its generator and the stabiliser of its rescaling."""
+
+    def __init__(self, model, loss_fn, optimizer, k1=1, clip_norm=None, rng=None, eps=1e-7):
+        if not eps > 0:
+            raise ValueError(f"{type(self).__name__}: eps must be positive, got {eps!r}")
+        self.rng = _rng.generator(rng)
+        self.eps = float(eps)
+        super().__init__(model, loss_fn, optimizer, k1, clip_norm)
+
+
+class UORO(_Sampled):
     """Unbiased online recurrent optimization (Tallec & Ollivier 2017, Algorithm 1).
 
     Carries a rank-one estimate ``s̃ θ̃ᵀ`` of the influence ds/dθ, over the whole state (every
@@ -318,17 +330,6 @@ class UORO(_Online):
     influence : (tuple of ndarray, list of ndarray)
         ``(s̃, θ̃)``: one array per state component, one per parameter.
     """
-
-    def __init__(self, model, loss_fn, optimizer, k1=1, clip_norm=None, rng=None, eps=1e-7):
-        if not eps > 0:
-            raise ValueError(f"UORO: eps must be positive, got {eps!r}")
-        self.rng = _rng.generator(rng)
-        self.eps = float(eps)
-        super().__init__(model, loss_fn, optimizer, k1, clip_norm)
-
-    @property
-    def influence(self):
-        return self._influence
 
     def _start(self):
         return (tuple(np.zeros(s.shape, s.dtype) for s in _flat(self.state)),
@@ -377,7 +378,7 @@ class UORO(_Online):
         return value, grads
 
 
-class KFRTRL(_Online):
+class KFRTRL(_Sampled):
     """Kronecker-factored RTRL (Mujika, Meier & Steger 2018) for a one-layer ``rnn`` cell.
 
     The cell is one affine map of a_t = [h_{t-1}; x_t; 1] under an elementwise nonlinearity,
@@ -420,15 +421,7 @@ class KFRTRL(_Online):
             self._w = [names[f"rnn.{n}_l0"] for n in ("weight_hh", "weight_ih", "bias_ih", "bias_hh")]
         except KeyError:
             raise ValueError("KFRTRL: needs an rnn cell with biases (bias=True)") from None
-        if not eps > 0:
-            raise ValueError(f"KFRTRL: eps must be positive, got {eps!r}")
-        self.rng = _rng.generator(rng)
-        self.eps = float(eps)
-        super().__init__(model, loss_fn, optimizer, k1, clip_norm)
-
-    @property
-    def influence(self):
-        return self._influence
+        super().__init__(model, loss_fn, optimizer, k1, clip_norm, rng, eps)
 
     def _start(self):
         B, H = self.state.shape[1:]
