@@ -8,10 +8,11 @@ examples made here, and the cell tests compare them with the references.
 
 What makes the kernels fast (see ``bptt.nn.cells.lstm`` for the full set):
 
-* the input projections of all T timesteps are one GEMM, ``(T*B, I) @ (I, G*H)``;
-* each step is one GEMM ``(B, H) @ (H, G*H)`` and a handful of in-place ufunc calls on
-  preallocated buffers (``out=``); the gated cells (LSTM, GRU) run both products gate by gate
-  (``gate_major``), so that every gate of a step is one contiguous block;
+* the input projections of all T timesteps are computed before the loop, ``(T*B, I) @ (I, G*H)``;
+* each step is one product ``(B, H) @ (H, G*H)`` and a handful of in-place ufunc calls on
+  preallocated buffers (``out=``); the gated cells (LSTM, GRU) run both products gate by gate,
+  numpy batching the small GEMMs (``gate_major``), so that every gate of a step is one
+  contiguous block;
 * sigmoid is computed as ``0.5 * tanh(a / 2) + 0.5``, the halving folded into the weights once
   per call, so one ``tanh`` covers every gate of a step;
 * backward computes the activation derivatives a block of steps at a time, before the steps'
