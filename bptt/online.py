@@ -39,7 +39,7 @@ import numpy as np
 from bptt import rng as _rng
 from bptt.forward import JVPError, forward_mode
 from bptt.nn.module import Module
-from bptt.optim import clip_grad_norm
+from bptt.optim import Recorder, clip_grad_norm
 from bptt.tape import Tensor, enable_grad, no_grad
 from bptt.tbptt import _data, _flat, _shaped, check_interfaces, check_stream   # shared with TBPTT
 
@@ -561,21 +561,6 @@ def measured_k2(model, x, y, loss_fn, max_bias):
 
 # -- every estimator's gradient against the exact one ---------------------------------------------
 
-class _Recorder:
-    """An optimizer that leaves the weights as they are and keeps every gradient it is given."""
-
-    def __init__(self, params):
-        self.params = list(params)
-        self.grads = []
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    def step(self):
-        self.grads.append([np.array(p.grad, dtype=np.float64) for p in self.params])
-
-
 def parse_estimator(spec):
     """``"tbptt:k"``, ``"tbptt:k1,k2"``, ``"rtrl"``, ``"uoro"`` or ``"auto:max_bias"`` as
     ``(kind, options)``; a ValueError names the bad spec and the forms allowed."""
@@ -682,7 +667,7 @@ def gradient_alignment(model, x, y, loss_fn, estimators, mask=None, samples=100,
 
     def run(make, windows=None):
         """The estimate of the sequence's gradient from an estimator's updates over x."""
-        recorder = _Recorder(params)
+        recorder = Recorder(params, dtype=np.float64)
         estimator = make(recorder)
         estimator.run(x, y, mask)
         estimator.finish()

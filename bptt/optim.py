@@ -23,7 +23,7 @@ import scipy.optimize
 
 from bptt.tape import Tensor, enable_grad
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
+__all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Recorder",
            "clip_grad_norm", "clip_grad_value", "LRScheduler", "StepLR", "ExponentialLR",
            "CosineAnnealingLR", "minimize"]
 
@@ -381,6 +381,37 @@ class AdamW(Adam):
 
 
 # -- clipping -----------------------------------------------------------------------------------
+
+class Recorder:
+    """An optimizer that changes nothing and keeps a copy of every gradient it is given.
+
+    Behind a trainer (``bptt.TBPTT``, the estimators of ``bptt.online``) it records the updates
+    the trainer would apply, with the weights frozen: what ``gradient_alignment`` compares.
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or a Module
+    dtype : numpy dtype, optional
+        The copies' dtype; each gradient's own when None.
+
+    Attributes
+    ----------
+    grads : list of list of ndarray
+        One list per ``step``, a copy of each parameter's gradient, in ``params`` order.
+    """
+
+    def __init__(self, params, dtype=None):
+        self.params = _param_list(params, "Recorder")
+        self.dtype = dtype
+        self.grads = []
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.grads.append([np.array(p.grad, dtype=self.dtype, copy=True) for p in self.params])
+
 
 def clip_grad_norm(params, max_norm, norm_type=2.0):
     """Scale the gradients together so that their joint norm is at most ``max_norm``.

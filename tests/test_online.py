@@ -9,27 +9,13 @@ import bptt
 from bptt import Tensor, forward, nn
 from bptt.nn import cell as registry
 from bptt.online import KFRTRL, RTRL, UORO
+from bptt.optim import Recorder
 
 # every registered cell, once per choice of its options: (cell, options, state components,
 # a step-cell class); a new cell is checked with no edit
 CELLS = [(c.name, v, len(c.state), functools.partial(nn.Cell, c.name))
          for c in registry.registered() for v in c.variants()]
 CELL_IDS = ["-".join([name, *map(str, v.values())]) for name, v, _, _ in CELLS]
-
-
-class Frozen:
-    """An optimizer that keeps the weights and records every gradient it is given."""
-
-    def __init__(self, params):
-        self.params = list(params)
-        self.grads = []
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    def step(self):
-        self.grads.append([p.grad.copy() for p in self.params])
 
 
 class Stacked(nn.Module):
@@ -124,7 +110,7 @@ def test_rtrl_with_frozen_weights_is_full_bptt(kind, layers, cell, options, n_st
     model = _model(kind, cell, options, n_state, cell_cls, layers)
     x, y, mask = _data()
     _skip_unless_forward_mode_reaches(model, x[0])
-    opt = Frozen(model.parameters())
+    opt = Recorder(model.parameters())
     # one update over the whole sequence, and updates every 4 steps (the last one by finish)
     rtrl = RTRL(model, bptt.nn.mse_loss, opt, k1=len(x))
     rtrl.run(x, y, mask)
@@ -195,7 +181,7 @@ def test_rtrl_is_invariant_to_chunking_and_chunk_size():
 
 def _uoro_estimates(model, x, y, samples, seed, estimator=UORO, mask=None):
     rng = np.random.default_rng(seed)
-    opt = Frozen(model.parameters())
+    opt = Recorder(model.parameters())
     for _ in range(samples):
         estimator(model, bptt.nn.mse_loss, opt, k1=len(x), rng=rng).run(x, y, mask)
     return np.array([np.concatenate([g.ravel() for g in grads]) for grads in opt.grads])
@@ -264,7 +250,7 @@ def test_kfrtrl_is_invariant_to_chunking_and_trains():
 def test_kfrtrl_needs_a_one_layer_rnn():
     for model in (_model("sequence", "gru", {}, 1, None, 1), _model("sequence", "rnn", {}, 1, None, 2)):
         with pytest.raises(ValueError, match="KFRTRL: needs a one-layer SequenceModel of the 'rnn' cell"):
-            KFRTRL(model, bptt.nn.mse_loss, Frozen(model.parameters()))
+            KFRTRL(model, bptt.nn.mse_loss, Recorder(model.parameters()))
 
 
 def test_uoro_runs_every_cell_and_learns_with_changing_weights():
@@ -289,12 +275,12 @@ def test_uoro_runs_every_cell_and_learns_with_changing_weights():
 def test_bad_options_are_named(make, message):
     model = _model("sequence", "gru", {}, 1, None, 1)
     with pytest.raises((ValueError, TypeError), match=message):
-        make(model, Frozen(model.parameters()))
+        make(model, Recorder(model.parameters()))
 
 
 def test_bad_streams_are_named():
     model = _model("sequence", "gru", {}, 1, None, 1)
-    rtrl = RTRL(model, bptt.nn.mse_loss, Frozen(model.parameters()))
+    rtrl = RTRL(model, bptt.nn.mse_loss, Recorder(model.parameters()))
     x, y, mask = _data(T=4)
     with pytest.raises(ValueError, match=r"RTRL.run: x has 4 steps but y has 3"):
         rtrl.run(x, y[:3])

@@ -388,3 +388,18 @@ def test_minimize_closure_error():
 
 def test_bptt_optim_is_importable():
     assert bptt.optim is optim
+
+
+def test_recorder_keeps_the_weights_and_copies_each_gradient():
+    from bptt.optim import Recorder
+    w = nn.Parameter(np.array([1.0, 2.0], np.float32))
+    rec = Recorder([w], dtype=np.float64)
+    for g in ([0.5, -1.0], [2.0, 3.0]):
+        w.grad = np.array(g, np.float32)
+        rec.step()
+        w.grad[...] = 99                       # a later change of .grad does not reach the copy
+    assert np.array_equal(w.data, [1.0, 2.0])
+    assert [r[0].tolist() for r in rec.grads] == [[0.5, -1.0], [2.0, 3.0]]
+    assert rec.grads[0][0].dtype == np.float64
+    rec.zero_grad()
+    assert w.grad is None

@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 import bptt
 from bptt import nn
 from bptt.nn import Module
-from bptt.optim import SGD
+from bptt.optim import SGD, Recorder
 from bptt.tape import Tensor, no_grad
 from bptt import TBPTT
 
@@ -68,21 +68,6 @@ class TinyGated(TinyRNN):
         c = f * c + (1 - f) * bptt.tanh(self.ih(x_t) + self.hh(h))
         h = bptt.tanh(c)
         return self.head(h), (h, c)
-
-
-class Recorder:
-    """An optimizer stub: records every parameter's gradient at each step, changes nothing."""
-
-    def __init__(self, params):
-        self.params = list(params)
-        self.grads = []
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    def step(self):
-        self.grads.append([p.grad.copy() for p in self.params])
 
 
 def mse(y_pred, y_t):
