@@ -83,6 +83,8 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     rec = np.array(gstate[0], dtype=dtype, copy=True)
     dc = np.array(gstate[1], dtype=dtype, copy=True)
     tmp = np.empty((B, H), dtype)
+    # a step's factors (deriv 4, M 3, N and P: 9 blocks of B x H) and what they are made from
+    # (the 4 gates, c and tanh c): 15
     S = kernels.block_steps(T, 15 * B * H * dtype.itemsize)
     for start in range(((T - 1) // S) * S, -1, -S):
         steps = slice(start, min(start + S, T))
