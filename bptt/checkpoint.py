@@ -43,10 +43,16 @@ from bptt import ops
 from bptt.tape import Tensor, enable_grad, no_grad
 
 __all__ = ["Policy", "memory_budget", "resolve", "plan", "Plan", "plan_cost", "segment_starts",
-           "checkpointed_layer", "Footprint", "footprint"]
+           "checkpointed_layer", "Footprint", "footprint", "BudgetError"]
 
 #: Above this many steps the dynamic program runs on blocks of ceil(T / _DP_STEPS) steps.
 _DP_STEPS = 1024
+
+
+
+class BudgetError(ops.OpError):
+    """A memory budget too small for any plan of a layer: the message names the least that fits."""
+
 
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -518,7 +524,7 @@ class checkpointed_sequence:
         try:
             p = plan(policy, len(x), cost, who=f"{cell.name} layer")
         except ValueError as err:
-            raise ops.OpError(str(err)) from None
+            raise BudgetError(str(err)) from None
         y = np.empty((len(x),) + state[0].shape, dtype)
         stored, s, a, m = {}, state, 0, p.slots
         for mid in p.spine() + [len(x)]:

@@ -108,8 +108,8 @@ class Primitive:
             inputs.append(None)
         try:
             y, res = self.fwd(*xs, **static)
-        except OpError as err:
-            raise OpError(f"{self.name}: {err}") from None
+        except OpError as err:     # its kind kept (a subclass says which error it is)
+            raise type(err)(f"{self.name}: {err}") from None
         except (ValueError, IndexError, TypeError) as err:
             kind = next(k for k in (ValueError, IndexError, TypeError) if isinstance(err, k))
             shapes = ", ".join(str(np.shape(x)) for x in xs)

@@ -393,6 +393,8 @@ class _Run:
         self.loss_fn = tasks.loss_function(self.task)
         self.trainer = TBPTT(self.model, self.loss_fn, self.optimizer, config.k1, config.k2,
                              clip_norm=config.clip or None, **tbptt_options(config))
+        if config.checkpoint is not None:
+            self._check_budget()
         self.data_rng = np.random.default_rng([config.seed, _DATA_STREAM])
         self.stream = (streams.StreamTraining(self.task, self.model, self.optimizer, self.loss_fn, config)
                        if config.stateful else None)
@@ -472,6 +474,18 @@ class _Run:
             return streams.score(self.model, self.task, "validation")
         x, y, mask = self.val
         return float(self.task.score(predict(self.model, x), y, mask))
+
+    def _check_budget(self):
+        """A memory budget too small for the model's windows is a usage error, found here, before
+        the run folder holds anything: one window of zeros runs through the checkpointed layers
+        (their footprints, measured now, are cached for training)."""
+        c = self.config
+        T = min(c.k2, c.seq_len)
+        shape = (T, c.batch) if isinstance(self.task, bptt.tasks.TextTask) else (T, c.batch, self.task.input_size)
+        try:
+            self.model(np.zeros(shape, np.int64 if len(shape) == 2 else np.float32), checkpoint=c.checkpoint)
+        except checkpointing.BudgetError as err:
+            raise ConfigError("--checkpoint", str(err)) from None
 
     def gradient_curves(self):
         """Top-layer ||dL/dh_t|| per example on the first validation examples: (B, T)."""

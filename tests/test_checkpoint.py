@@ -335,3 +335,29 @@ def test_a_budget_too_small_names_the_least_that_fits():
         module(np.zeros((4, 1, 2)), checkpoint=ck.memory_budget(1))
     with pytest.raises(ValueError, match="is not a size in bytes"):
         ck.memory_budget("lots")
+
+
+def test_a_language_model_checkpoints_its_layers_with_the_same_gradient():
+    grads = []
+    for policy in (None, "sqrt", ck.memory_budget(3)):
+        bptt.seed(0)
+        model = nn.LanguageModel("lstm", 7, 4, 5, dtype=F64)
+        tokens = np.arange(24).reshape(12, 2) % 7
+        logits, _ = model(tokens, checkpoint=policy)
+        (logits * logits).sum().backward()
+        grads.append(np.concatenate([p.grad.ravel() for p in model.parameters()]))
+    for g in grads[1:]:
+        np.testing.assert_allclose(g, grads[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("task", ["adding", "shakespeare"])
+def test_bptt_train_refuses_a_budget_too_small_before_the_run_starts(task, tmp_path):
+    from click.testing import CliRunner
+    from bptt.cli import main
+    out = tmp_path / "run"
+    args = ["train", "--task", task, "--checkpoint", "1B", "--steps", "2", "--out", str(out)]
+    result = CliRunner().invoke(main, args + (["--stateful", "--hidden", "8"] if task == "shakespeare" else []))
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--checkpoint'" in result.output
+    assert "a memory budget of 1 bytes is too small" in result.output and "the least that fits is" in result.output
+    assert not (out / "checkpoint.npz").exists() and not (out / "config.json").exists()

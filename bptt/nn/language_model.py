@@ -47,9 +47,10 @@ class LanguageModel(SequenceModel):
         self.embedding = Embedding(vocab_size, embedding_dim, dtype=dtype, rng=rng)
         self.vocab_size, self.embedding_dim = vocab_size, embedding_dim
 
-    def forward(self, x, state=None):
-        """Run over a (T, B) sequence of tokens: ``(logits (T, B, V), final state)``."""
-        return super().forward(self.embedding(x), state)
+    def forward(self, x, state=None, checkpoint=None):
+        """Run over a (T, B) sequence of tokens: ``(logits (T, B, V), final state)``;
+        ``checkpoint`` as for ``Recurrent``."""
+        return super().forward(self.embedding(x), state, checkpoint=checkpoint)
 
     def step(self, x, state=None, return_layers=False):
         """One timestep of tokens ``x (B,)``: ``(logits (B, V), new state)`` (see ``SequenceModel.step``)."""
