@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bptt import ops
+from bptt.nn.kernels import fixed_weights
 from bptt.tape import Tensor, enable_grad, no_grad
 
 __all__ = ["Policy", "memory_budget", "resolve", "plan", "Plan", "plan_cost", "segment_starts",
@@ -527,11 +528,12 @@ class checkpointed_sequence:
             raise BudgetError(str(err)) from None
         y = np.empty((len(x),) + state[0].shape, dtype)
         stored, s, a, m = {}, state, 0, p.slots
-        for mid in p.spine() + [len(x)]:
-            s = run.advance(s, a, mid, p.chunk(m), y)
-            if mid < len(x):
-                stored[mid] = s
-            a, m = mid, m - 1
+        with fixed_weights():
+            for mid in p.spine() + [len(x)]:
+                s = run.advance(s, a, mid, p.chunk(m), y)
+                if mid < len(x):
+                    stored[mid] = s
+                a, m = mid, m - 1
         return (y, *s), (run, state, stored, p)
 
     def bwd(res, gs, needs):
@@ -545,19 +547,23 @@ class checkpointed_sequence:
         dw = [None] * len(run.weights)
         pending = []
         a, b, m, s, spine = 0, run.T, p.slots, state, True
-        while True:
-            while (mid := p.split(a, b, m, spine)) is not None:
-                s_mid = stored.pop(mid) if spine else run.advance(s, a, mid, p.chunk(m))
-                pending.append((a, mid, m, s, False))
-                a, m, s = mid, m - 1, s_mid
-            dxs, g, dws = run.backprop(s, a, b, gy, g, needs, leaves)
-            if dx is not None:
-                dx[run.span(a, b)] = dxs
-            if dws is not None:
-                dw = [d if w is None else (w if d is None else w + d) for w, d in zip(dw, dws)]
-            if not pending:
-                break
-            a, b, m, s, spine = pending.pop()
+        with fixed_weights():
+            while True:
+                while (mid := p.split(a, b, m, spine)) is not None:
+                    s_mid = stored.pop(mid) if spine else run.advance(s, a, mid, p.chunk(m))
+                    pending.append((a, mid, m, s, False))
+                    a, m, s = mid, m - 1, s_mid
+                dxs, g, dws = run.backprop(s, a, b, gy, g, needs, leaves)
+                if dx is not None:
+                    dx[run.span(a, b)] = dxs
+                if dws is not None:       # summed in place, into copies: a kernel may hand
+                    for j, d in enumerate(dws):         # one array out for two weights (biases)
+                        if d is not None:
+                            dw[j] = np.array(d) if dw[j] is None else np.add(dw[j], d, out=dw[j])
+                del dxs, dws                # before the next segment allocates its own
+                if not pending:
+                    break
+                a, b, m, s, spine = pending.pop()
         if not run.fused:
             dw = [t.grad if t.requires_grad else None for t in leaves]
         return tuple([dx, *g, *dw][:len(needs)])

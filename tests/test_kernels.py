@@ -86,7 +86,7 @@ def _row_major_lstm(x, h, c, w_ih, w_hh, b_ih, b_hh):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("T,B,I,H", [(5, 1, 3, 16), (6, 4, 2, 32), (3, 64, 2, 64), (4, 8, 40, 48),
-                                     (3, 1, 5, 24)])
+                                     (3, 1, 5, 24), (300, 16, kernels.WIDE_INPUT, 32)])
 def test_the_gate_major_lstm_gives_the_row_major_bits(T, B, I, H, dtype):
     """Each entry is the same dot product and the same ufuncs; the BLAS sums a per-gate GEMM in
     the same order as the one GEMM when H is a multiple of 16 (B = 1 is one GEMV either way)."""
@@ -122,7 +122,8 @@ def _row_major_gru(x, h, w_ih, w_hh, b_ih, b_hh):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("T,B,I,H", [(5, 1, 3, 16), (6, 4, 2, 32), (3, 64, 2, 64), (4, 16, 1, 32)])
+@pytest.mark.parametrize("T,B,I,H", [(5, 1, 3, 16), (6, 4, 2, 32), (3, 64, 2, 64), (4, 16, 1, 32),
+                                     (40, 16, kernels.WIDE_INPUT, 32)])
 def test_the_gate_major_gru_gives_the_row_major_bits(T, B, I, H, dtype):
     from bptt.nn.cells import gru
     rng = np.random.default_rng(T * B)
@@ -131,3 +132,22 @@ def test_the_gate_major_gru_gives_the_row_major_bits(T, B, I, H, dtype):
     w = [rng.uniform(-0.3, 0.3, s).astype(dtype) for s in ((3 * H, I), (3 * H, H), (3 * H,), (3 * H,))]
     ys, (h,), _ = gru._forward(x, (h0,), tuple(w), False)
     assert np.array_equal(ys, _row_major_gru(x, h0, *w)) and np.array_equal(h, ys[-1])
+
+
+def test_fixed_weights_lays_each_weight_set_out_once_and_frees_it_after():
+    from bptt.nn.cells import lstm
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 4, 3)).astype(np.float32)
+    state = (np.zeros((4, 8), np.float32),) * 2
+    w = tuple(rng.uniform(-0.3, 0.3, s).astype(np.float32) for s in ((32, 3), (32, 8), (32,), (32,)))
+    other = tuple(a.copy() for a in w)
+    half = np.full(32, 0.5, np.float32)
+    plain = lstm._forward(x, state, w, False)[0].copy()
+    with kernels.fixed_weights():
+        first = kernels.gate_major(x, *w, half, lstm.ORDER, "t.g")[1]
+        with kernels.fixed_weights():                      # nested: the same layouts
+            assert kernels.gate_major(x[:2], *w, half, lstm.ORDER, "t.g")[1] is first
+        assert kernels.gate_major(x, *w, half, lstm.ORDER, "t.g")[1] is first
+        assert kernels.gate_major(x, *other, half, lstm.ORDER, "t.g")[1] is not first
+        assert np.array_equal(lstm._forward(x, state, w, False)[0], plain)
+    assert kernels.gate_major(x, *w, half, lstm.ORDER, "t.g")[1] is not first   # freed

@@ -38,6 +38,7 @@ y (T, B, H).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
@@ -48,7 +49,7 @@ from bptt.nn.cell import FusedKernels
 from bptt.ops import OpError, custom, primitive
 
 __all__ = ["fused_kernels", "project", "recurrent_matrix", "gate_major", "in_step_order", "weight_grads",
-           "elman_forward", "elman_backward", "block_steps", "scratch", "pooled", "release_scratch",
+           "elman_forward", "elman_backward", "block_steps", "scratch", "pooled", "release_scratch", "fixed_weights",
            "SCRATCH_LIMIT"]
 
 
@@ -148,41 +149,102 @@ def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name, fold=1):
     ``(x @ w_ih.T + b_ih + fold * b_hh) * scale`` (from the pool under ``name``, a residual); each
     step's ``np.matmul(h, w_t, out=buf)`` leaves ``h @ (w_hh.T * scale)`` as ``gates`` (G, B, H).
     ``order`` permutes the gates (the cell's G gates in PyTorch's order; ``order[j]`` is the one
-    stored j-th), so that gates treated alike are adjacent.
+    stored j-th), so that gates treated alike are adjacent.  ``name`` is the cell's: its ``scale``,
+    ``order`` and ``fold`` are the same on every call.
 
-    For B > 1 both products run gate by gate (numpy batches the small GEMMs: per step and gate
-    for the input side, per gate for the recurrent one), and every step's gates are then one
-    contiguous (G, B, H) block: the elementwise work over a step's gates runs several times faster
-    on it than on strided slices of a (B, G*H) row, and the batched GEMMs are no slower at these
-    sizes.  For B = 1 a step is one GEMV into a row, whose gate blocks are contiguous already.
+    For B > 1 the recurrent product runs gate by gate (numpy batches the small GEMMs), and every
+    step's gates are one contiguous (G, B, H) block: the elementwise work over a step's gates runs
+    several times faster on it than on strided slices of a (B, G*H) row.  The input side is one
+    (B, I) @ (I, H) product per step and gate, or, for wide inputs (``WIDE_INPUT``), one GEMM over
+    a block of steps whose rows are then scattered gate by gate, which is faster there (same
+    bits).  For B = 1 a step is one GEMV into a row, whose gate blocks are contiguous already.
+    The weights' layout is made once per call, or once per ``fixed_weights`` block.
     """
     T, B, I = x.shape
     GH, H = w_hh.shape
     G = GH // H
     dtype = np.result_type(x, w_ih)
-    order = list(order)
-    scale = scale.reshape(G, H, 1)[order]
-    w_ih, w_hh = w_ih.reshape(G, H, I)[order], w_hh.reshape(G, H, H)[order]    # permuted copies
-    b = None if b_ih is None else ((b_ih + b_hh * fold).reshape(G, H, 1)[order] * scale).reshape(GH)
-    if B == 1:     # transposes of row-major arrays: a GEMV over the other layout sums in another order
-        w_in = np.multiply(w_ih, scale, out=w_ih).reshape(GH, I).T
-        w_t = np.multiply(w_hh, scale, out=w_hh).reshape(GH, H).T
+    layout = "row" if B == 1 else "wide" if I >= WIDE_INPUT else "gates"
+    w_in, w_t, b = _gate_weights(w_ih, w_hh, b_ih, b_hh, scale, order, name, fold, dtype, layout)
+    if layout == "row":
         xp = np.matmul(x.reshape(T, I), w_in, out=pooled(name, (T, GH), dtype))
         if b is not None:
             xp += b
         buf = np.empty((1, GH), dtype)
         return xp.reshape(T, 1, G, H).transpose(0, 2, 1, 3), w_t, buf, buf.reshape(1, G, H).transpose(1, 0, 2)
-    # scaled straight into the (G, ., H) layouts the batched GEMMs read; the input side is one
-    # (B, I) @ (I, H) product per step and gate, so that each step's gates are one block
-    scale = scale.transpose(0, 2, 1)
-    w_in = np.multiply(w_ih.transpose(0, 2, 1), scale, out=np.empty((G, I, H), dtype))
-    w_t = np.multiply(w_hh.transpose(0, 2, 1), scale, out=np.empty((G, H, H), dtype))
-    del w_ih, w_hh                   # the permuted copies: freed before the large allocations
-    A = np.matmul(x[:, None], w_in, out=pooled(name, (T, G, B, H), dtype))
-    if b is not None:     # tiled over B first: then one contiguous (G, B, H) block a step
-        A += np.ascontiguousarray(np.broadcast_to(b.reshape(G, 1, H), (G, B, H)))
+    A = pooled(name, (T, G, B, H), dtype)
+    if layout == "wide":
+        S = block_steps(T, 4 * B * GH * dtype.itemsize)     # a quarter block: rows stay in L2
+        rows = scratch(name + ".rows", (S * B, GH), dtype)
+        for s in range(0, T, S):
+            n = min(S, T - s)
+            xp = np.matmul(x[s:s + n].reshape(n * B, I), w_in, out=rows[:n * B])
+            gates = xp.reshape(n, B, G, H).transpose(0, 2, 1, 3)
+            if b is None:
+                A[s:s + n] = gates
+            else:
+                np.add(gates, b.reshape(G, 1, H), out=A[s:s + n])
+    else:
+        np.matmul(x[:, None], w_in, out=A)
+        if b is not None:     # tiled over B first: then one contiguous (G, B, H) block a step
+            A += np.ascontiguousarray(np.broadcast_to(b.reshape(G, 1, H), (G, B, H)))
     buf = np.empty((G, B, H), dtype)
     return A, w_t, buf, buf
+
+
+#: From this input width on, ``gate_major`` projects the inputs of a block of steps in one GEMM
+#: (1.2-1.5x faster at I = 256; at I <= 128 the per-gate products are).
+WIDE_INPUT = 256
+_fixed = threading.local()
+
+
+@contextlib.contextmanager
+def fixed_weights():
+    """A block over which the weights stay the same arrays with the same values: the gated cells'
+    kernels then lay each weight set out once (``gate_major``) and reuse it on every call.
+
+    A checkpointed layer runs its kernels once per segment, and laying out the weights of an LSTM
+    of 256 costs as much as projecting twenty steps of its input.  The layouts are freed when the
+    outermost block ends.
+    """
+    outer = getattr(_fixed, "cache", None)
+    if outer is None:
+        _fixed.cache = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _fixed.cache = None
+
+
+def _gate_weights(w_ih, w_hh, b_ih, b_hh, scale, order, name, fold, dtype, layout):
+    """``(w_in, w_t, b)`` as ``gate_major`` multiplies by them, permuted, scaled and transposed
+    for ``layout`` ('row', 'wide' or 'gates'); cached within ``fixed_weights``."""
+    cache = getattr(_fixed, "cache", None)
+    if cache is not None:
+        # one literal tuple: a name's scale, order and fold are fixed; the entry holds the
+        # arrays, so their ids are not reused while it lives
+        key = (name, dtype, layout, id(w_ih), id(w_hh), id(b_ih), id(b_hh))
+        if key in cache:
+            return cache[key][1]
+    GH, H = w_hh.shape
+    G, I = GH // H, w_ih.shape[1]
+    order = list(order)
+    scale = scale.reshape(G, H, 1)[order]
+    wi, wh = w_ih.reshape(G, H, I)[order], w_hh.reshape(G, H, H)[order]    # permuted copies
+    b = None if b_ih is None else ((b_ih + b_hh * fold).reshape(G, H, 1)[order] * scale).reshape(GH)
+    if layout == "row":   # transposes of row-major arrays: a GEMV over the other layout sums in another order
+        w_t = np.multiply(wh, scale, out=wh).reshape(GH, H).T
+    else:               # scaled straight into the (G, H, H) layout the batched GEMMs read
+        w_t = np.multiply(wh.transpose(0, 2, 1), scale.transpose(0, 2, 1), out=np.empty((G, H, H), dtype))
+    if layout == "gates":
+        w_in = np.multiply(wi.transpose(0, 2, 1), scale.transpose(0, 2, 1), out=np.empty((G, I, H), dtype))
+    else:
+        w_in = np.multiply(wi, scale, out=wi).reshape(GH, I).T
+    out = (w_in, w_t, b)
+    if cache is not None:
+        cache[key] = ((w_ih, w_hh, b_ih, b_hh), out)
+    return out
 
 
 #: The backward loops work through blocks of steps whose temporaries fill about this many bytes.
