@@ -15,7 +15,9 @@ process (its peak reset once the library has run a tiny LSTM and the data are ma
 forward+backward (not timed), minus the RSS before.  With ``--traced`` ours also report the peak of
 the bytes allocated during one more forward+backward, by tracemalloc (PyTorch's allocator is
 invisible to it), which leaves out what the C allocator keeps after a free; the kernels' scratch
-buffers are freed before it (``release_scratch``), so it counts them.  A budget's row also
+buffers are freed before it (``release_scratch``), so it counts them.  "Beyond y" is that peak
+less the output y, which a checkpointed layer keeps whole (the layers above read it): the memory
+checkpointing acts on.  A budget's row also
 shows its plan (slots, steps recomputed per step) and its traced peak against the budget.  The
 repetitions are interleaved, one contender's run after another's, so load on a busy machine hits
 all alike; time is the median.  Ratios are to 'none' (ours) and to 'torch' (PyTorch's), and
@@ -239,7 +241,7 @@ def main(steps, budgets, repeats, threads, skip_none, traced, no_torch, long_T):
         click.echo("torch is not importable: PyTorch columns skipped")
     click.echo(f"LSTM I = H = {H}, B = {B}, float32; one forward+backward; memory = peak RSS growth; "
                f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    traced_head = ("traced MB | vs none | ", "---|---|") if traced else ("", "")
+    traced_head = ("traced MB | vs none | beyond y MB | vs none | ", "---|---|---|---|") if traced else ("", "")
     click.echo(f"| T | contender | plan | peak MB | vs none | {traced_head[0]}time s | vs none | PyTorch "
                "| peak MB | vs torch | time s | vs torch | ours / PyTorch memory | ours / PyTorch time |")
     click.echo(f"|---|---|---|---|---|{traced_head[1]}---|---|---|---|---|---|---|---|---|")
@@ -260,7 +262,9 @@ def main(steps, budgets, repeats, threads, skip_none, traced, no_torch, long_T):
                 if info:
                     budget = ck.resolve(name).n / 2**20
                     within = f" ({trace / budget:.2f} of the budget)"
-                row += [f"{trace:.1f}{within}", _ratio(trace, base, 2)]
+                beyond = trace - y_mb(T)
+                row += [f"{trace:.1f}{within}", _ratio(trace, base, 2), f"{beyond:.1f}",
+                        "" if base is None else f"{beyond / (base[2] - y_mb(T)):.2f}"]
             row += [f"{sec:.2f}", _ratio(sec, base, 1)]
             other = pairs.get(name)
             if other in res:
@@ -285,8 +289,13 @@ def long_run(T, unchecked):
                    f"and {t1}), so about {need:.1f} GiB; this machine has {machine:.1f} GiB")
     res = measure(T, ["sqrt"], 1, 1, True)
     mem, sec, trace, _ = res["sqrt"]
-    click.echo(f"checkpoint='sqrt' at T = {T}: peak RSS growth {mem:.0f} MB, traced {trace:.1f} MB, "
-               f"{sec:.1f} s for one forward+backward")
+    click.echo(f"checkpoint='sqrt' at T = {T}: peak RSS growth {mem:.0f} MB, traced {trace:.1f} MB "
+               f"(y {y_mb(T):.1f} MB), {sec:.1f} s for one forward+backward")
+
+
+def y_mb(T):
+    """The output y's MiB: every layer-level method keeps it for the layers above."""
+    return T * B * H * 4 / 2**20
 
 
 def _ratio(value, base, index):
