@@ -33,7 +33,7 @@ ORDER = (0, 1, 3, 2)
 
 
 def _forward(x, state, weights, reverse):
-    if compiled.is_enabled():
+    if compiled.handles(x, weights[1]):
         return compiled.lstm_forward(x, state, weights, reverse)
     (h0, c0), (w_ih, w_hh, b_ih, b_hh) = state, weights
     T, B, _ = x.shape
