@@ -5,8 +5,8 @@ Peers: PyTorch (``nn.LSTM`` and an ``LSTMCell`` loop), JAX (``jit`` of ``grad`` 
 float32 LSTM (PyTorch's gate order and formulas) on the same data.  A peer that is not installed
 is skipped with a note.  With numba installed, bptt also runs with its compiled LSTM kernels
 enabled (``bptt.nn.compiled``), listed as a peer: its ratio is bptt's numpy kernels over it.
-Contenders run once per round in a rotating order (load on a shared machine hits them alike); the table quotes medians and the ratio bptt / peer (below 1: bptt is
-faster)::
+Contenders run once per round in a rotating order (load on a shared machine hits them alike);
+the table quotes medians and the ratio bptt / peer (below 1: bptt is faster)::
 
     PYTHONPATH=. /work/torchenv/bin/python scripts/bench_peers.py --reps 7
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. /work/torchenv/bin/python scripts/bench_peers.py
