@@ -4,6 +4,7 @@ differences, the switch, and the error without numba."""
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -119,6 +120,23 @@ def test_gradcheck_through_lstm_module(rng, monkeypatch):
     with compiled.enabled():
         assert bptt.gradcheck(objective, [x, *state, *module.parameters()])
     assert len(calls) > 4      # every layer and direction, on every evaluation
+
+
+def test_threads_keep_their_own_buffers(rng):
+    """Loops run without the GIL on per-thread buffers: concurrent calls give the serial results."""
+    cases = [_case(rng, 8, B, 3, 16, np.float64, True) for B in (1, 2, 3, 4)]
+    gstate = [tuple(np.ones((B, 16)) for _ in range(2)) for B in (1, 2, 3, 4)]
+
+    def run(j):
+        x, state, weights = cases[j % 4]
+        return _run(compiled.lstm_forward, compiled.lstm_backward, x, state, weights, j % 2 == 1,
+                    None, gstate[j % 4], True)
+    serial = [run(j) for j in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            for got, want in zip(pool.map(run, range(8)), serial):
+                for a, b in zip(got, want):
+                    np.testing.assert_array_equal(a, b)
 
 
 def test_use_and_enabled_set_and_restore():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 import numpy as np
 
@@ -40,6 +41,7 @@ MAX_UNITS = 512
 _HINT = "the compiled LSTM kernels need numba: pip install 'bptt[compiled]'"
 _on = False
 _loops = None       # (forward, backward) dispatchers, made when the path is first enabled
+_making = threading.Lock()
 
 
 def available():
@@ -54,17 +56,20 @@ def available():
 def _jit():
     """The jitted loops, made once (compiled on first call per dtype, or loaded from the cache)."""
     global _loops
-    if _loops is None:
-        try:
-            import numba
-        except ImportError as err:
-            raise ImportError(f"{_HINT} ({err})") from None
-        # the loops call the activations by their global names, which numba resolves when it
-        # compiles them: bind those names to jitted versions first
-        inline = numba.njit(inline="always", cache=True)
-        globals().update(_sigmoid=inline(_sigmoid), _tanh=inline(_tanh))
-        jit = numba.njit(nogil=True, cache=True)
-        _loops = (jit(_forward_steps), jit(_backward_steps))
+    if _loops is not None:
+        return _loops
+    with _making:       # one thread binds the names below, once
+        if _loops is None:
+            try:
+                import numba
+            except ImportError as err:
+                raise ImportError(f"{_HINT} ({err})") from None
+            # the loops call the activations by their global names, which numba resolves when
+            # it compiles them: bind those names to jitted versions first
+            inline = numba.njit(inline="always", cache=True)
+            globals().update(_sigmoid=inline(_sigmoid), _tanh=inline(_tanh))
+            jit = numba.njit(nogil=True, cache=True)
+            _loops = (jit(_forward_steps), jit(_backward_steps))
     return _loops
 
 
