@@ -8,12 +8,14 @@ the first checkpoint, and the median time per step over the blocks, with ratios 
 
 Contenders (PyTorch ones only when torch imports):
   bptt-seq       k1 = k2: TBPTT, whole windows through SequenceModel's fused sequence path
+  bptt-seq-compiled   bptt-seq on the compiled LSTM kernels (bptt.nn.compiled; needs numba)
   bptt-step      k1 = k2: TBPTT on the step path (fast_path=False), per-step loss_fn
   torch-lstm     k1 = k2: nn.LSTM over each k-step chunk, backward, step, detach
   torch-cell     k1 = k2: an nn.LSTMCell loop, backward every k steps, detach
   bptt-k2        k2 > k1: TBPTT, pieces between update and cut points through the sequence
                  path, their tape reused by the overlapping windows
   bptt-k2-step   k2 > k1: TBPTT on the step path (fast_path=False)
+  bptt-k2-compiled    bptt-k2 on the compiled LSTM kernels
   torch-cell-k2  k2 > k1: an nn.LSTMCell loop, each step from a detached state, cotangents
                  chained back k2 steps at each update (multi-root autograd.backward)
 
@@ -32,8 +34,8 @@ import traceback
 import click
 import numpy as np
 
-CONTENDERS = ("bptt-seq", "bptt-step", "torch-lstm", "torch-cell", "bptt-k2", "bptt-k2-step",
-              "torch-cell-k2")
+CONTENDERS = ("bptt-seq", "bptt-seq-compiled", "bptt-step", "torch-lstm", "torch-cell", "bptt-k2",
+              "bptt-k2-compiled", "bptt-k2-step", "torch-cell-k2")
 CHECKPOINTS = (10**4, 10**5, 10**6)
 
 
@@ -154,6 +156,11 @@ def make_torch(hidden, k1, k2, kind, threads):
 
 
 def make(name, hidden, k, k1, k2, threads):
+    if name.endswith("-compiled"):
+        from bptt.nn import compiled
+
+        compiled.use(True)
+        name = name[:-len("-compiled")]
     if name == "bptt-seq":
         return make_bptt(hidden, k, k, True)
     if name == "bptt-step":
@@ -266,7 +273,7 @@ def main(steps, block, hidden, k, k1, k2, only, threads):
                f"k1=k2={k} and k1={k1}, k2={k2}; {threads} thread(s)")
     shown = sorted({c for c in (*CHECKPOINTS, n_blocks * block) if c <= n_blocks * block})
     header = "".join(f"{'RSS@' + format(c, '.0e'):>12}" for c in shown)
-    click.echo(f"{'contender':<15}{'us/step':>10}{'steps/s':>10}{header}{'growth MB':>11}  ratio")
+    click.echo(f"{'contender':<18}{'us/step':>10}{'steps/s':>10}{header}{'growth MB':>11}  ratio")
     per_step = {n: 1e6 * statistics.median(times[n]) / block for n in names}
     for name in names:
         us = per_step[name]
@@ -274,8 +281,15 @@ def main(steps, block, hidden, k, k1, k2, only, threads):
         growth = marks[name][shown[-1]] - marks[name][shown[0]]
         ref = "torch-cell-k2" if "-k2" in name else "torch-lstm"
         ratio = f"{us / per_step[ref]:.2f}x vs {ref}" if ref in per_step else ""
-        click.echo(f"{name:<15}{us:>10.1f}{1e6 / us:>10.0f}{rss}{growth:>11.1f}  {ratio}")
-    for name in ("bptt-k2", "bptt-k2-step"):
+        click.echo(f"{name:<18}{us:>10.1f}{1e6 / us:>10.0f}{rss}{growth:>11.1f}  {ratio}")
+    for name, ref in (("bptt-seq-compiled", "bptt-seq"), ("bptt-k2-compiled", "bptt-k2")):
+        if name in per_step and ref in per_step:
+            click.echo(f"{name} vs {ref} (the numpy kernels): {per_step[name] / per_step[ref]:.2f}x")
+    if any(n.endswith("-compiled") for n in names):
+        from bench_rnn import _compiled_first_call    # here: a worker that imports this module stays lean
+
+        click.echo(_compiled_first_call())
+    for name in ("bptt-k2", "bptt-k2-step", "bptt-k2-compiled"):
         if "torch-cell" in per_step and name in per_step:
             click.echo(f"{name} vs torch-cell (the k1=k2 LSTMCell loop): "
                        f"{per_step[name] / per_step['torch-cell']:.2f}x")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from bptt import ops
-from bptt.nn import kernels
+from bptt.nn import compiled, kernels
 from bptt.nn.cell import CellType, Option, affine, gate_shapes, padded, register, standard_init
 from bptt.nn.recurrent import Cell, Recurrent
 
@@ -33,6 +33,8 @@ ORDER = (0, 1, 3, 2)
 
 
 def _forward(x, state, weights, reverse):
+    if compiled.handles(x, weights[1]):
+        return compiled.lstm_forward(x, state, weights, reverse)
     (h0, c0), (w_ih, w_hh, b_ih, b_hh) = state, weights
     T, B, _ = x.shape
     H = w_hh.shape[1]
@@ -70,6 +72,8 @@ def _forward(x, state, weights, reverse):
 
 
 def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
+    if isinstance(res, compiled.Residuals):       # made by the compiled forward
+        return compiled.lstm_backward(res, gy, gstate, need_x, need_w_ih, need_w_hh)
     x, h0, w_ih, w_hh, reverse, gates, cs, tcs, ys, has_bias = res
     T, B, H = ys.shape
     dtype = ys.dtype
