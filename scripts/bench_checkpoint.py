@@ -44,7 +44,7 @@ import traceback
 import click
 import numpy as np
 
-from bench_tbptt import ask, torch_available   # the same subprocess protocol
+from bench_tbptt import ask, peak_rss_mb, reset_peak_rss, torch_available   # the same protocol
 
 from bptt import checkpoint as ck
 
@@ -56,20 +56,6 @@ def rss_mb():
     """The current resident set size (Linux /proc)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def peak_rss_mb():
-    """This process's peak resident set size since it started or since ``reset_peak_rss``.
-
-    Linux's VmHWM: ``getrusage``'s ru_maxrss would also count the parent's resident set at the
-    fork that started this process."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**10
-
-
-def reset_peak_rss():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def data(T):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import time
 import traceback
@@ -48,7 +47,17 @@ def block_data(index, block, dtype=np.float32):
 
 
 def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size since it started or since ``reset_peak_rss``.
+
+    Linux's VmHWM: ``getrusage``'s ru_maxrss would also count the parent's resident set at the
+    fork that started this process (a parent that imported torch gave every worker its floor)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**10
+
+
+def reset_peak_rss():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 # -- contenders: each returns feed(x, y) that trains on one block -------------------------------
