@@ -3,10 +3,9 @@
 Peers: PyTorch (``nn.LSTM`` and an ``LSTMCell`` loop), JAX (``jit`` of ``grad`` over
 ``lax.scan``) and HIPS autograd (a per-step loop in ``autograd.numpy``), each computing the same
 float32 LSTM (PyTorch's gate order and formulas) on the same data.  A peer that is not installed
-is skipped with a note.  With numba installed, bptt also runs with its compiled LSTM kernels
-enabled (``bptt.nn.compiled``), listed as a peer: its ratio is bptt's numpy kernels over it.
-Contenders run once per round in a rotating order (load on a shared machine hits them alike);
-the table quotes medians and the ratio bptt / peer (below 1: bptt is faster)::
+is skipped with a note.  Contenders run once per round in a rotating order (load on a shared
+machine hits them alike); the table quotes medians and the ratio bptt / peer (below 1: bptt is
+faster)::
 
     PYTHONPATH=. /work/torchenv/bin/python scripts/bench_peers.py --reps 7
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. /work/torchenv/bin/python scripts/bench_peers.py
@@ -24,8 +23,7 @@ import click
 import numpy as np
 
 import bptt
-from bench_rnn import _blas_threads, _compiled_first_call, _ours, _time, _torch_contenders
-from bptt.nn import compiled
+from bench_rnn import _blas_threads, _ours, _time, _torch_contenders
 
 
 def _jax_contender(x, target, size):
@@ -79,21 +77,8 @@ def _autograd_contender(x, target, size):
     return lambda: grad(params)
 
 
-def _compiled_contender(x, target, size):
-    step = _ours("lstm", size, np.float32, x, target)
-
-    def on_compiled():
-        with compiled.enabled():
-            step()
-    return on_compiled
-
-
 def _peers(x, target, size, torch):
     found, missing = {}, []
-    if compiled.available():
-        found["bptt compiled"] = _compiled_contender(x, target, size)
-    else:
-        missing.append("numba (bptt compiled)")
     if torch is not None:
         found.update(_torch_contenders(torch, "lstm", size, np.float32, x, target))
     else:
@@ -136,9 +121,6 @@ def main(sizes, batch, seq_len, input_size, reps):
         ours = med.pop("bptt") * 1e3
         for name, seconds in med.items():
             click.echo(f"| {size} | {ours:.2f} | {name} | {seconds * 1e3:.2f} | {ours / (seconds * 1e3):.2f} |")
-    if compiled.available():
-        click.echo(f"\n{_compiled_first_call()}; layers over {compiled.MAX_UNITS} units a step (B * H) "
-                   "stay on the numpy kernels")
     if missing:
         click.echo(f"\nnot installed, skipped: {', '.join(missing)}")
 

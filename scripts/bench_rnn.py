@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 
 import click
@@ -68,36 +65,6 @@ def _torch_contenders(torch, cell, size, dtype, x, target):
             torch.nn.functional.mse_loss(torch.stack(ys), tt).backward()
         out["torch LSTMCell loop"] = loop
     return out
-
-
-_FIRST_CALL = """
-import time
-import numpy as np
-from bptt import nn
-from bptt.nn import compiled
-start = time.perf_counter()
-compiled.use(True)
-imported = time.perf_counter()
-y, _ = nn.LSTM(1, 8)(np.zeros((2, 1, 1), np.float32))
-y.sum().backward()
-print(imported - start, time.perf_counter() - imported)
-"""
-
-
-def _compiled_first_call():
-    """The compiled LSTM path's first-call cost (float32 forward and backward) as a line to print:
-    numba's import, then the loops compiled into an empty cache, then loaded from it, each in a
-    fresh process."""
-    try:
-        with tempfile.TemporaryDirectory() as cache:
-            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-            runs = [subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
-                                   capture_output=True, text=True).stdout.split() for _ in range(2)]
-    except subprocess.CalledProcessError as err:
-        return f"compiled path unavailable: {err.stderr.strip().splitlines()[-1]}"
-    (numba, compile_), (_, load) = ([float(t) for t in r] for r in runs)
-    return (f"compiled path, first call: numba import {numba:.2f} s, then compile {compile_:.2f} s "
-            f"(empty cache) or cache load {load:.2f} s")
 
 
 def _time(contenders, reps):

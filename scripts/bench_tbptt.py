@@ -27,6 +27,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 
@@ -44,6 +47,36 @@ def block_data(index, block, dtype=np.float32):
     noise = np.random.default_rng(index).standard_normal(len(t)) * 0.1
     s = (np.sin(0.05 * t) + noise).astype(dtype)
     return s[:-1, None, None], s[1:, None, None]
+
+
+_FIRST_CALL = """
+import time
+import numpy as np
+from bptt import nn
+from bptt.nn import compiled
+start = time.perf_counter()
+compiled.use(True)
+imported = time.perf_counter()
+y, _ = nn.LSTM(1, 8)(np.zeros((2, 1, 1), np.float32))
+y.sum().backward()
+print(imported - start, time.perf_counter() - imported)
+"""
+
+
+def _compiled_first_call():
+    """The compiled LSTM path's first-call cost (float32 forward and backward) as a line to print:
+    numba's import, then the loops compiled into an empty cache, then loaded from it, each in a
+    fresh process."""
+    try:
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+            runs = [subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
+                                   capture_output=True, text=True).stdout.split() for _ in range(2)]
+    except subprocess.CalledProcessError as err:
+        return f"compiled path unavailable: {err.stderr.strip().splitlines()[-1]}"
+    (numba, compile_), (_, load) = ([float(t) for t in r] for r in runs)
+    return (f"compiled path, first call: numba import {numba:.2f} s, then compile {compile_:.2f} s "
+            f"(empty cache) or cache load {load:.2f} s")
 
 
 def peak_rss_mb():
@@ -295,8 +328,6 @@ def main(steps, block, hidden, k, k1, k2, only, threads):
         if name in per_step and ref in per_step:
             click.echo(f"{name} vs {ref} (the numpy kernels): {per_step[name] / per_step[ref]:.2f}x")
     if any(n.endswith("-compiled") for n in names):
-        from bench_rnn import _compiled_first_call    # here: a worker that imports this module stays lean
-
         click.echo(_compiled_first_call())
     for name in ("bptt-k2", "bptt-k2-step", "bptt-k2-compiled"):
         if "torch-cell" in per_step and name in per_step:

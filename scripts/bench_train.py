@@ -5,9 +5,7 @@ head, batch 64, Adam at lr 0.01, gradient norm clipped to 1, full BPTT, float32.
 as ``bptt train`` does (``bptt.TBPTT`` over one batch per update); PyTorch runs ``nn.LSTM`` +
 ``nn.Linear`` from the same initial weights (copied through ``state_dict``) on the same batches,
 with ``torch.optim.Adam`` and ``clip_grad_norm_``.  Rounds alternate the two; the script prints
-medians and the ratio bptt / PyTorch, and checks that the losses agree.  With numba installed,
-a third contender runs bptt's update with the compiled LSTM kernels enabled (``bptt.nn.compiled``;
-its own model, from the same initial weights)::
+medians and the ratio bptt / PyTorch, and checks that the losses agree::
 
     PYTHONPATH=. /work/torchenv/bin/python scripts/bench_train.py --updates 40
 """
@@ -21,7 +19,7 @@ import time
 import click
 import numpy as np
 
-from bench_rnn import _blas_threads, _compiled_first_call
+from bench_rnn import _blas_threads
 
 
 def _bptt_update(config):
@@ -72,23 +70,12 @@ def main(updates):
     torch.set_num_threads(_blas_threads())
     config, task, model, ours = _bptt_update(TrainConfig())     # resolved: lr, k1, k2 filled in
     theirs = _torch_update(torch, model, config)
-    contenders = {"bptt": ours, "torch": theirs}
-    from bptt.nn import compiled
-    if compiled.available():
-        compiled_update = _bptt_update(config)[3]
-
-        def on_compiled(batch):
-            with compiled.enabled():
-                return compiled_update(batch)
-        contenders["bptt compiled"] = on_compiled
     rng = np.random.default_rng(0)
     batches = [task.batch(config.batch, rng) for _ in range(updates + 5)]
-    times = {name: [] for name in contenders}
-    losses = {name: [] for name in contenders}
-    names = list(contenders)
+    times = {"bptt": [], "torch": []}
+    losses = {"bptt": [], "torch": []}
     for i, batch in enumerate(batches):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            fn = contenders[name]
+        for name, fn in ((("bptt", ours), ("torch", theirs)) if i % 2 else (("torch", theirs), ("bptt", ours))):
             start = time.perf_counter()
             losses[name].append(fn(batch))
             if i >= 5:                      # the first updates warm up allocations
@@ -98,16 +85,8 @@ def main(updates):
     click.echo(f"main job update (adding T=50, LSTM 64, B=64, Adam, clip 1, float32); {updates} updates; "
                f"BLAS threads {_blas_threads()}, torch {torch.get_num_threads()}; {env}")
     click.echo(f"bptt {med['bptt']:.2f} ms, PyTorch {med['torch']:.2f} ms, ratio {med['bptt'] / med['torch']:.2f}")
-    if "bptt compiled" in med:
-        click.echo(f"bptt with the compiled LSTM kernels {med['bptt compiled']:.2f} ms, ratio "
-                   f"{med['bptt compiled'] / med['torch']:.2f} to PyTorch, {med['bptt compiled'] / med['bptt']:.2f} "
-                   f"to the numpy kernels (layers over {compiled.MAX_UNITS} units a step stay on numpy)")
-        click.echo(_compiled_first_call())
     gap = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses["bptt"], losses["torch"]))
     click.echo(f"largest relative difference between the two runs' losses: {gap:.1e}")
-    if "bptt compiled" in losses:
-        gap = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses["bptt compiled"], losses["bptt"]))
-        click.echo(f"largest relative difference between the compiled and the numpy run's losses: {gap:.1e}")
 
 
 if __name__ == "__main__":
