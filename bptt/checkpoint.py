@@ -354,17 +354,19 @@ class Footprint:
 
 
 _FOOTPRINTS = {}
-#: The segment lengths ``footprint`` measures.
-_CALIBRATION = (8, 16, 32, 64)
+#: The segment lengths ``footprint`` measures: the bytes per step from those of 8 steps and more,
+#: the fixed cost from all (the tightest plans recompute in pieces of a step or two).
+_CALIBRATION = (1, 2, 8, 16, 32, 64)
+_SLOPE_FROM = 8
 
 
 def footprint(cell, fused, x, state, weights, options, reverse=False, need_x=True):
     """The ``Footprint`` of this layer, measured: the peak bytes traced by ``tracemalloc`` while
-    one segment of 8, 16, 32 and 64 steps is recorded and backpropagated, as the backward pass of
-    ``checkpointed_sequence`` does, on zeros shaped like the layer's inputs.
+    one segment of 1, 2, 8, 16, 32 and 64 steps is recorded and backpropagated, as the backward
+    pass of ``checkpointed_sequence`` does, on zeros shaped like the layer's inputs.
 
-    The steepest rise between two lengths gives the bytes per step and the line through the
-    highest point at that slope the fixed cost, so the figure follows each cell's own residuals
+    The steepest rise between two lengths from 8 steps on gives the bytes per step, and the line
+    at that slope through the highest point of all lengths the fixed cost, so the figure follows each cell's own residuals
     and temporaries.  The kernels' scratch buffers are freed before
     each measurement (``bptt.nn.kernels.release_scratch``), so the peak includes them, and the
     bytes still held after a segment (the scratch kept for the next call) are charged twice more
@@ -411,9 +413,9 @@ def footprint(cell, fused, x, state, weights, options, reverse=False, need_x=Tru
             tracemalloc.stop()
     # the line a + step * n over every measured point: Python's containers grow in jumps, so
     # the steepest rise between two lengths, not the rise between the two ends
-    pairs = list(zip(_CALIBRATION, _CALIBRATION[1:]))
-    step = max(1, *(-(-(peak[j + 1] - peak[j]) // (b - a)) for j, (a, b) in enumerate(pairs)))
-    kept = max(0, *(-(-(held[j + 1] - held[j]) // (b - a)) for j, (a, b) in enumerate(pairs)))
+    pairs = [(j, a, b) for j, (a, b) in enumerate(zip(_CALIBRATION, _CALIBRATION[1:])) if a >= _SLOPE_FROM]
+    step = max(1, *(-(-(peak[j + 1] - peak[j]) // (b - a)) for j, a, b in pairs))
+    kept = max(0, *(-(-(held[j + 1] - held[j]) // (b - a)) for j, a, b in pairs))
     size = dtype.itemsize
     weight_grads = sum(w.nbytes for w in zeros)
     fp = Footprint(fixed=max(0, *(p - step * n for p, n in zip(peak, _CALIBRATION))) + 2 * weight_grads,
