@@ -16,6 +16,7 @@ import click
 
 from bptt.config import ConfigError, RunError
 from bptt.gradflow import DEFAULT_CELLS
+from bptt.nn import compiled
 from bptt.train import CELLS, DEFAULTS, INITS, NONLINEARITIES, OPTIMIZERS, TrainConfig
 
 
@@ -24,6 +25,7 @@ class Guarded(click.Group):
 
     def invoke(self, ctx):
         try:
+            compiled.is_enabled()          # applies BPTT_COMPILED: a wrong value is a usage error
             return super().invoke(ctx)
         except ConfigError as err:
             raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None

@@ -207,7 +207,17 @@ def test_environment_variable_and_import_of_numba():
     out = _python(code, BPTT_COMPILED="1")
     assert out.stdout.split() == ["True", "True"], out.stderr
     out = _python(code, BPTT_COMPILED="yes")
-    assert out.returncode != 0 and "BPTT_COMPILED must be 0 or 1, got 'yes'" in out.stderr
+    assert out.returncode != 0 and "BPTT_COMPILED: must be 0 or 1, got 'yes'" in out.stderr
+    lazy = "import sys, bptt; print('numba' in sys.modules)"       # applied on first use only
+    assert _python(lazy, BPTT_COMPILED="1").stdout.split() == ["False"]
+
+
+def test_a_wrong_environment_variable_is_a_usage_error_of_the_cli(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bptt", "train", "--steps", "1", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "BPTT_COMPILED": "yes"})
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "Invalid value for 'BPTT_COMPILED': must be 0 or 1, got 'yes'" in out.stderr
 
 
 def test_missing_numba_is_a_clear_error(monkeypatch):

@@ -11,9 +11,9 @@ temporaries come from ``kernels.pooled`` and ``kernels.scratch`` (per thread).  
 than ``MAX_UNITS`` units a step, and dtypes other than float32 and float64, stay on the numpy
 kernels, which are faster there.
 
-The path is opt-in: ``BPTT_COMPILED=1`` in the environment when this module is first imported
-(``import bptt`` imports it), ``use(True)``, or ``with enabled(): ...``.  It needs numba
-(``pip install 'bptt[compiled]'``), which is imported only once the path is enabled.  The first
+The path is opt-in: ``BPTT_COMPILED=1`` in the environment (read when ``import bptt`` imports
+this module, applied at the first LSTM forward), ``use(True)``, or ``with enabled(): ...``.  It
+needs numba (``pip install 'bptt[compiled]'``), which is imported only once the path is enabled.  The first
 call in a process compiles the loops for its dtype (seconds) or loads them from numba's on-disk
 cache (a fraction of a second).  A forward's residuals say which path made them, so a backward
 always runs on its forward's path, whatever the setting is by then.
@@ -27,6 +27,7 @@ import threading
 
 import numpy as np
 
+from bptt.config import ConfigError
 from bptt.nn import kernels
 
 __all__ = ["available", "use", "enabled", "is_enabled", "handles", "lstm_forward", "lstm_backward",
@@ -41,6 +42,8 @@ MAX_UNITS = 256
 
 _HINT = "the compiled LSTM kernels need numba: pip install 'bptt[compiled]'"
 _on = False
+#: BPTT_COMPILED as read at import, applied on first use (``_apply_environment``)
+_from_env = os.environ.get("BPTT_COMPILED", "")
 _loops = None       # (forward, backward) dispatchers, made when the path is first enabled
 _making = threading.Lock()
 
@@ -74,6 +77,21 @@ def _jit():
     return _loops
 
 
+def _apply_environment():
+    """Apply BPTT_COMPILED at the first LSTM forward or query, not at import: a wrong value or a
+    missing numba is then a ``ConfigError`` that names the variable (the CLI reports it as a
+    usage error), not a traceback from ``import bptt``."""
+    global _from_env
+    value, _from_env = _from_env, ""
+    if value not in ("0", "1"):
+        raise ConfigError("BPTT_COMPILED", f"must be 0 or 1, got {value!r}")
+    if value == "1":
+        try:
+            use(True)
+        except ImportError as err:
+            raise ConfigError("BPTT_COMPILED", str(err)) from None
+
+
 def use(flag=True):
     """Turn the compiled LSTM kernels on or off for the whole process.
 
@@ -92,7 +110,8 @@ def use(flag=True):
     ImportError
         When ``flag`` is true and numba does not import (the message names the fix).
     """
-    global _on
+    global _on, _from_env
+    _from_env = ""                      # an explicit setting overrides the environment's
     if flag:
         _jit()
     before, _on = _on, bool(flag)
@@ -101,12 +120,16 @@ def use(flag=True):
 
 def is_enabled():
     """Whether the compiled path is on (``use``, ``enabled``, ``BPTT_COMPILED``)."""
+    if _from_env:
+        _apply_environment()
     return _on
 
 
 def handles(x, w_hh):
     """Whether the LSTM's fused forward of ``x`` (T, B, I) with ``w_hh`` (4H, H) runs here: the
     path is on, the dtype float32 or float64, and B * H at most ``MAX_UNITS``."""
+    if _from_env:
+        _apply_environment()
     return (_on and x.dtype in (np.float32, np.float64)
             and x.shape[1] * w_hh.shape[1] <= MAX_UNITS)
 
@@ -251,7 +274,3 @@ def _backward_steps(gates, cs, tcs, gy, has_gy, w_hh, dgates, dh, dc, reverse, o
         np.dot(dgates[k], w_hh, dh)
 
 
-if os.environ.get("BPTT_COMPILED", "") not in ("", "0", "1"):
-    raise ValueError(f"BPTT_COMPILED must be 0 or 1, got {os.environ['BPTT_COMPILED']!r}")
-if os.environ.get("BPTT_COMPILED") == "1":
-    use(True)
