@@ -366,8 +366,8 @@ def footprint(cell, fused, x, state, weights, options, reverse=False, need_x=Tru
     pass of ``checkpointed_sequence`` does, on zeros shaped like the layer's inputs.
 
     The steepest rise between two lengths from 8 steps on gives the bytes per step, and the line
-    at that slope through the highest point of all lengths the fixed cost, so the figure follows each cell's own residuals
-    and temporaries.  The kernels' scratch buffers are freed before
+    at that slope through the highest point of all lengths the fixed cost, so the figure follows
+    each cell's own residuals and temporaries.  The kernels' scratch buffers are freed before
     each measurement (``bptt.nn.kernels.release_scratch``), so the peak includes them, and the
     bytes still held after a segment (the scratch kept for the next call) are charged twice more
     per step.  Python's free lists are emptied first (``gc.collect``), so the small objects of a
