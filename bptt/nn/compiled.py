@@ -35,9 +35,8 @@ __all__ = ["available", "use", "enabled", "is_enabled", "handles", "lstm_forward
 
 #: The compiled loops run a layer of at most this many units a step (B * H); larger ones stay on
 #: the numpy kernels.  Every activation here is a scalar libm call, numpy's are vectorised:
-#: measured (T=50, float32, one thread) forward and backward take 0.2-0.35x the numpy kernels'
-#: time at B = 1, H = 32-64, 0.6x at H = 128, 0.7-0.9x at B * H = 256, about the same at 512
-#: (0.95-1.03x) and 1.1-1.5x from 1024 on.
+#: ``scripts/bench_compiled.py`` (T=50, float32, one thread) puts forward and backward at
+#: 0.2-0.8x the numpy kernels' time up to B * H = 256, 0.9-1.0x at 512, 1.1-2x from 1024 on.
 MAX_UNITS = 256
 
 _HINT = "the compiled LSTM kernels need numba: pip install 'bptt[compiled]'"
