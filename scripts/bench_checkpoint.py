@@ -4,6 +4,8 @@ One LSTM layer (I = H = 256, B = 16, float32, fused kernels) over T steps, the l
 given for every output (``y.backward(gy)``), the input needing no gradient.  Contenders:
 
   none          bptt, everything on the tape
+  forward       bptt, the unchecked forward alone, recording nothing: recomputing every step once
+                costs at least this much more than 'none'
   sqrt          bptt, checkpoint='sqrt'
   <size>        bptt, checkpoint='<size>' (a memory budget, e.g. 12MB), one per --budgets entry
   torch         nn.LSTM over the whole sequence (only when torch imports)
@@ -71,6 +73,13 @@ def make_bptt(T, policy, x, gy):
 
     bptt.seed(0)
     layer = nn.LSTM(I, H)
+    if policy == "forward":          # the unchecked forward alone: what "sqrt" adds at least
+        from bptt.tape import no_grad
+
+        def forward(n=T):
+            with no_grad():
+                layer(x[:n])
+        return forward, "forward only"
     checkpoint = None if policy == "none" else policy
     info = ""
     if checkpoint is not None:       # the plan is computed once per (T, budget): not timed
@@ -233,7 +242,7 @@ def main(steps, budgets, repeats, threads, skip_none, traced, no_torch, long_T):
     click.echo(f"|---|---|---|---|---|{traced_head[1]}---|---|---|---|---|---|---|---|---|")
     unchecked = {}
     for T, r, own in zip(lengths, reps, lists):
-        ours = ([] if T in skipped else ["none"]) + ["sqrt"] + own
+        ours = ([] if T in skipped else ["none", "forward"]) + ["sqrt"] + own
         theirs = ([] if T in skipped or not has_torch else ["torch"]) + (["torch-sqrt"] if has_torch else [])
         res = measure(T, ours + theirs, r, threads, traced)
         base, tbase = res.get("none"), res.get("torch")
@@ -245,7 +254,7 @@ def main(steps, budgets, repeats, threads, skip_none, traced, no_torch, long_T):
             row = [str(T), name, info, f"{mem:.0f}", _ratio(mem, base, 0)]
             if traced:
                 within = ""
-                if info:
+                if info and name != "forward":
                     budget = ck.resolve(name).n / 2**20
                     within = f" ({trace / budget:.2f} of the budget)"
                 beyond = trace - y_mb(T)
