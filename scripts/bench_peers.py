@@ -23,7 +23,7 @@ import click
 import numpy as np
 
 import bptt
-from bench_rnn import _blas_threads, _ours, _time, _torch_contenders
+from bench_rnn import _blas_threads, _compiled, _ours, _time, _torch_contenders
 
 
 def _jax_contender(x, target, size):
@@ -109,18 +109,26 @@ def main(sizes, batch, seq_len, input_size, reps):
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
     click.echo(f"LSTM, float32, B={batch} T={seq_len} I={input_size}; {reps} rounds; BLAS threads "
                f"{_blas_threads()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', 'unset')}; {env}")
-    click.echo("\n| H | bptt ms | peer | peer ms | bptt / peer |")
-    click.echo("|---|---|---|---|---|")
+    from bptt.nn import compiled
+    click.echo("\n| H | bptt | ms | peer | peer ms | bptt / peer |")
+    click.echo("|---|---|---|---|---|---|")
     for size in (int(s) for s in sizes.split(",")):
         rng = np.random.default_rng(0)
         bptt.seed(0)
         x = rng.standard_normal((seq_len, batch, input_size)).astype(np.float32)
         target = rng.standard_normal((seq_len, batch, size)).astype(np.float32)
         peers, missing = _peers(x, target, size, torch)
-        med = _time({"bptt": _ours("lstm", size, np.float32, x, target), **peers}, reps)
-        ours = med.pop("bptt") * 1e3
-        for name, seconds in med.items():
-            click.echo(f"| {size} | {ours:.2f} | {name} | {seconds * 1e3:.2f} | {ours / (seconds * 1e3):.2f} |")
+        contenders = {"bptt": _ours("lstm", size, np.float32, x, target)}
+        if compiled.available():
+            contenders["bptt-compiled"] = _compiled(_ours("lstm", size, np.float32, x, target))
+        else:
+            missing.append("numba (bptt-compiled)")
+        med = _time({**contenders, **peers}, reps)
+        ours = {n: med.pop(n) * 1e3 for n in contenders}
+        for variant, ms in ours.items():
+            for name, seconds in med.items():
+                click.echo(f"| {size} | {variant} | {ms:.2f} | {name} | {seconds * 1e3:.2f} | "
+                           f"{ms / (seconds * 1e3):.2f} |")
     if missing:
         click.echo(f"\nnot installed, skipped: {', '.join(missing)}")
 

@@ -41,6 +41,16 @@ def _ours(cell, size, dtype, x, target):
     return train_step
 
 
+def _compiled(step):
+    """``step`` on the compiled LSTM kernels (``bptt.nn.compiled``)."""
+    from bptt.nn import compiled
+
+    def run():
+        with compiled.enabled():
+            step()
+    return run
+
+
 def _torch_contenders(torch, cell, size, dtype, x, target):
     tdtype = {np.float32: torch.float32, np.float64: torch.float64}[dtype]
     xt, tt = torch.tensor(x), torch.tensor(target)
@@ -106,8 +116,11 @@ def main(cells, sizes, dtypes, batch, seq_len, input_size, reps, quick, no_torch
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
     click.echo(f"B={batch} T={seq_len} I={input_size}; {reps} rounds; BLAS threads {_blas_threads()}; "
                f"{env}" + (f"; torch {torch.__version__} with {torch.get_num_threads()} threads" if torch else ""))
-    click.echo("\n| cell | dtype | H | bptt ms | reference | ref ms | bptt / ref |")
-    click.echo("|---|---|---|---|---|---|---|")
+    from bptt.nn import compiled
+    if not compiled.available():
+        click.echo("bptt-compiled skipped: needs numba (pip install 'bptt[compiled]')", err=True)
+    click.echo("\n| cell | dtype | H | bptt | ms | reference | ref ms | bptt / ref |")
+    click.echo("|---|---|---|---|---|---|---|---|")
     for cell in cells.split(","):
         for dtype in dtypes:
             for size in sizes:
@@ -116,17 +129,22 @@ def main(cells, sizes, dtypes, batch, seq_len, input_size, reps, quick, no_torch
                 x = rng.standard_normal((seq_len, batch, input_size)).astype(dtype)
                 target = rng.standard_normal((seq_len, batch, size)).astype(dtype)
                 contenders = {"bptt": _ours(cell, size, dtype, x, target)}
+                if cell == "lstm" and compiled.available():
+                    with compiled.enabled():        # float64 layers past LOOP_UNITS stay on numpy
+                        runs_compiled = compiled.handles(x, np.empty((4 * size, size), dtype))
+                    if runs_compiled:
+                        contenders["bptt-compiled"] = _compiled(_ours(cell, size, dtype, x, target))
                 if torch is not None:
                     contenders.update(_torch_contenders(torch, cell, size, dtype, x, target))
                 med = _time(contenders, reps)
-                ours = med.pop("bptt") * 1e3
+                ours = {n: med.pop(n) * 1e3 for n in list(med) if n.startswith("bptt")}
                 name = np.dtype(dtype).name
-                if not med:
-                    click.echo(f"| {cell} | {name} | {size} | {ours:.2f} | - | - | - |")
-                for ref, seconds in med.items():
-                    click.echo(f"| {cell} | {name} | {size} | {ours:.2f} | {ref} | {seconds * 1e3:.2f} "
-                               f"| {ours / (seconds * 1e3):.2f} |")
-
+                for variant, ms in ours.items():
+                    if not med:
+                        click.echo(f"| {cell} | {name} | {size} | {variant} | {ms:.2f} | - | - | - |")
+                    for ref, seconds in med.items():
+                        click.echo(f"| {cell} | {name} | {size} | {variant} | {ms:.2f} | {ref} | "
+                                   f"{seconds * 1e3:.2f} | {ms / (seconds * 1e3):.2f} |")
 
 if __name__ == "__main__":
     main()

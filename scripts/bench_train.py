@@ -38,6 +38,16 @@ def _bptt_update(config):
     return config, task, model, update
 
 
+def _compiled(update):
+    """``update`` on the compiled LSTM kernels (``bptt.nn.compiled``)."""
+    from bptt.nn import compiled
+
+    def run(batch):
+        with compiled.enabled():
+            return update(batch)
+    return run
+
+
 def _torch_update(torch, model, config):
     lstm = torch.nn.LSTM(model.input_size, model.hidden_size)
     head = torch.nn.Linear(model.hidden_size, model.output_size)
@@ -69,13 +79,19 @@ def main(updates):
     import torch
     torch.set_num_threads(_blas_threads())
     config, task, model, ours = _bptt_update(TrainConfig())     # resolved: lr, k1, k2 filled in
-    theirs = _torch_update(torch, model, config)
+    contenders = {"bptt": ours, "torch": _torch_update(torch, model, config)}
+    from bptt.nn import compiled
+    if compiled.available():
+        contenders["bptt-compiled"] = _compiled(_bptt_update(TrainConfig())[3])    # same initial weights
+    else:
+        click.echo("bptt-compiled skipped: needs numba (pip install 'bptt[compiled]')")
     rng = np.random.default_rng(0)
     batches = [task.batch(config.batch, rng) for _ in range(updates + 5)]
-    times = {"bptt": [], "torch": []}
-    losses = {"bptt": [], "torch": []}
+    times = {name: [] for name in contenders}
+    losses = {name: [] for name in contenders}
+    order = list(contenders.items())
     for i, batch in enumerate(batches):
-        for name, fn in ((("bptt", ours), ("torch", theirs)) if i % 2 else (("torch", theirs), ("bptt", ours))):
+        for name, fn in order[i % len(order):] + order[:i % len(order)]:
             start = time.perf_counter()
             losses[name].append(fn(batch))
             if i >= 5:                      # the first updates warm up allocations
@@ -84,9 +100,11 @@ def main(updates):
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
     click.echo(f"main job update (adding T=50, LSTM 64, B=64, Adam, clip 1, float32); {updates} updates; "
                f"BLAS threads {_blas_threads()}, torch {torch.get_num_threads()}; {env}")
-    click.echo(f"bptt {med['bptt']:.2f} ms, PyTorch {med['torch']:.2f} ms, ratio {med['bptt'] / med['torch']:.2f}")
-    gap = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses["bptt"], losses["torch"]))
-    click.echo(f"largest relative difference between the two runs' losses: {gap:.1e}")
+    for name in contenders:
+        if name != "torch":
+            gap = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses[name], losses["torch"]))
+            click.echo(f"{name} {med[name]:.2f} ms, PyTorch {med['torch']:.2f} ms, ratio "
+                       f"{med[name] / med['torch']:.2f}; losses within {gap:.1e} of PyTorch's")
 
 
 if __name__ == "__main__":

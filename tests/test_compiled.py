@@ -18,11 +18,20 @@ from bptt.nn.cells import lstm  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(bptt.__file__)))
 #: float32: both paths round every operation to float32 but differ in the activations (numpy's
-#: vectorised float32 tanh, within about 1.5 ulp; ours from a float64 exp, within half an ulp)
-#: and in the BLAS's order of summation; over the 6 steps of these cases the largest difference
-#: seen is 3e-7 of the array's largest entry (5 ulps), for inputs of order one, so 1e-5 leaves
-#: a margin of 30.  A wrong formula moves entries by 1e-2 and more.
+#: vectorised float32 tanh, within about 1.5 ulp, its sigmoids 0.5 tanh(a / 2) + 0.5; ours from
+#: a float32 exp, within 2.5 ulps), in fused multiply-adds and in the BLAS's order of
+#: summation; over the 6 steps of these cases the largest difference is a few 1e-7 of the
+#: array's largest entry, for inputs of order one, so 1e-5 leaves a margin of 10 or more.  A
+#: wrong formula moves entries by 1e-2 and more.
 F32_TOL = 1e-5
+
+
+@pytest.fixture(params=["loop", "steps"])
+def both_paths(request, monkeypatch):
+    """Each layer runs all its steps in one compiled loop ("loop"), or step by step from Python
+    ("steps"), whatever its size."""
+    monkeypatch.setattr(compiled, "LOOP_UNITS", 1 << 30 if request.param == "loop" else 0)
+    return request.param
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +78,7 @@ def _assert_close(got, want, tol):
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("H", [1, 5, 16, 32])
 @pytest.mark.parametrize("B", [1, 3, 16])
-def test_compiled_equals_numpy(B, H, reverse, bias, need_x, gy_given, dtype):
+def test_compiled_equals_numpy(B, H, reverse, bias, need_x, gy_given, dtype, both_paths):
     rng = np.random.default_rng(B * 100 + H)
     T, I = 6, 3
     x, state, weights = _case(rng, T, B, I, H, dtype, bias)
@@ -82,7 +91,7 @@ def test_compiled_equals_numpy(B, H, reverse, bias, need_x, gy_given, dtype):
     _assert_close(ours, ref, 1e-12 if dtype == np.float64 else F32_TOL)
 
 
-def test_float32_is_as_accurate_as_numpy():
+def test_float32_is_as_accurate_as_numpy(both_paths):
     """Against float64, the compiled float32 kernels are no further off than the numpy ones."""
     rng = np.random.default_rng(7)
     T, B, I, H = 20, 4, 3, 32
@@ -122,7 +131,7 @@ def test_gradcheck_through_lstm_module(rng, monkeypatch):
     assert len(calls) > 4      # every layer and direction, on every evaluation
 
 
-def test_threads_keep_their_own_buffers(rng):
+def test_threads_keep_their_own_buffers(rng, both_paths):
     """Loops run without the GIL on per-thread buffers: concurrent calls give the serial results."""
     cases = [_case(rng, 8, B, 3, 16, np.float64, True) for B in (1, 2, 3, 4)]
     gstate = [tuple(np.ones((B, 16)) for _ in range(2)) for B in (1, 2, 3, 4)]
@@ -155,15 +164,51 @@ def test_use_and_enabled_set_and_restore():
 
 
 def test_which_calls_run_compiled(rng):
-    """Only float32/float64 layers of at most MAX_UNITS units a step run on the compiled loops."""
+    """float32 layers of every size run on the compiled kernels, float64 ones of at most
+    LOOP_UNITS units a step; other dtypes stay on numpy."""
     H = 8
-    for B, dtype, expected in ((2, np.float32, True), (compiled.MAX_UNITS // H, np.float64, True),
-                               (compiled.MAX_UNITS // H + 1, np.float32, False), (2, np.float16, False)):
+    for B, dtype, expected in ((2, np.float32, True), (compiled.LOOP_UNITS // H, np.float64, True),
+                               (compiled.LOOP_UNITS // H + 1, np.float64, False),
+                               (compiled.LOOP_UNITS // H + 1, np.float32, True), (2, np.float16, False)):
         x, state, weights = _case(rng, 3, B, 2, H, dtype, True)
         with compiled.enabled():
             res = lstm._forward(x, state, weights, False)[2]
         assert isinstance(res, compiled.Residuals) is expected, (B, dtype)
         assert isinstance(lstm._forward(x, state, weights, False)[2], compiled.Residuals) is False
+
+
+def test_float32_activations_within_their_ulps():
+    """The compiled float32 sigmoid and tanh against float64 over float32's range: within 2.5
+    ulps (numpy's float32 tanh: 1.3), the special values right."""
+    import numba
+
+    compiled.use(True)
+
+    @numba.njit
+    def apply(x, s, t):
+        for i in range(x.shape[0]):
+            s[i] = compiled._sigmoid(x[i])
+            t[i] = compiled._tanh(x[i])
+    x = np.concatenate([np.linspace(-100, 100, 400001), np.geomspace(1e-38, 100, 20000),
+                        -np.geomspace(1e-38, 100, 20000)]).astype(np.float32)
+    s, t = np.empty_like(x), np.empty_like(x)
+    apply(x, s, t)
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        sigmoid = 1 / (1 + np.exp(-x64))
+
+    def ulps(got, true):
+        return np.abs(got - true) / np.spacing(np.abs(true).astype(np.float32))
+    normal = x > -87          # below, exp(-|x|) is clipped at exp(-87)
+    assert ulps(s[normal], sigmoid[normal]).max() <= 2.5
+    assert np.abs(s[~normal] - sigmoid[~normal]).max() < 2e-38
+    assert ulps(t, np.tanh(x64)).max() <= 2.5
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], np.float32)
+    s, t = np.empty_like(special), np.empty_like(special)
+    apply(special, s, t)
+    np.testing.assert_array_equal(t, [0.0, -0.0, 1.0, -1.0, np.nan])
+    assert np.signbit(t[1]) and s[0] == s[1] == 0.5 and s[2] == 1 and 0 <= s[3] < 2e-38
+    assert np.isnan(s[4])
 
 
 def test_backward_follows_its_forward_across_a_switch(rng):

@@ -1,27 +1,35 @@
-"""An optional compiled path for the LSTM's fused kernels: each step's work in one numba loop.
+"""An optional compiled path for the LSTM's fused kernels: each step's pointwise work in one
+vectorised numba loop.
 
-The numpy kernels (``bptt.nn.cells.lstm``) are the default and the reference.  At a small batch
-(B = 1, a stream) a step of theirs is about twenty ufunc and GEMV calls of a microsecond or two
-each; here the recurrent product and all the pointwise work of every step run inside one jitted
-loop (numba, ``nogil``), the product through numba's ``np.dot``, which calls BLAS.  What numpy does
-well stays in numpy: the input projections of all T steps in one GEMM before the loop, and each
-weight gradient in one GEMM over all steps after it (``kernels.weight_grads``).  The formulas are
-PyTorch's, gate order i, f, g, o; every buffer is in the inputs' dtype; the residuals and
-temporaries come from ``kernels.pooled`` and ``kernels.scratch`` (per thread).  Layers of more
-than ``MAX_UNITS`` units a step, and dtypes other than float32 and float64, stay on the numpy
-kernels, which are faster there.
+The numpy kernels (``bptt.nn.cells.lstm``) are the default and the reference.  A step of theirs
+is a GEMM and about a dozen ufunc calls, each a pass over the step's gates; here the pointwise
+work of a step (the gates' activations, c, tanh(c) and h; back, the gates' cotangents and dc) is
+one jitted loop per batch entry, which LLVM vectorises: in float32 the sigmoid and tanh are
+computed inline from one exp each (``_sigmoid32``, ``_tanh32``, within 2.5 ulps) instead of by
+libm, whose calls take one element at a time.  Small layers (``LOOP_UNITS``) run all their steps
+in one jitted loop (``nogil``), the recurrent product through numba's ``np.dot``; larger ones run
+their steps from Python, each one numpy GEMM and one jitted call.  What numpy does well stays in
+numpy: the input projections of all T steps in one GEMM first, and each weight gradient in one
+GEMM over all steps after (``kernels.weight_grads``).  The formulas are PyTorch's, gate order
+i, f, g, o; every buffer is in the inputs' dtype; the residuals and temporaries come from
+``kernels.pooled`` and ``kernels.scratch`` (per thread).  float64 layers of more than
+``LOOP_UNITS`` units a step, and dtypes other than float32 and float64, stay on the numpy
+kernels.
 
 The path is opt-in: ``BPTT_COMPILED=1`` in the environment (read when ``import bptt`` imports
 this module, applied at the first LSTM forward), ``use(True)``, or ``with enabled(): ...``.  It
-needs numba (``pip install 'bptt[compiled]'``), which is imported only once the path is enabled.  The first
-call in a process compiles the loops for its dtype (seconds) or loads them from numba's on-disk
-cache (a fraction of a second).  A forward's residuals say which path made them, so a backward
-always runs on its forward's path, whatever the setting is by then.
+needs numba (``pip install 'bptt[compiled]'``), which is imported only once the path is enabled.
+The first call in a process compiles the loops for its dtype (seconds) or loads them from
+numba's on-disk cache (a fraction of a second).  A forward's residuals say which path made them,
+so a backward always runs on its forward's path, whatever the setting is by then.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
+import math
 import os
 import threading
 
@@ -31,19 +39,23 @@ from bptt.config import ConfigError
 from bptt.nn import kernels
 
 __all__ = ["available", "use", "enabled", "is_enabled", "handles", "lstm_forward", "lstm_backward",
-           "Residuals", "MAX_UNITS"]
+           "Residuals", "LOOP_UNITS"]
 
-#: The compiled loops run a layer of at most this many units a step (B * H); larger ones stay on
-#: the numpy kernels.  Every activation here is a scalar libm call, numpy's are vectorised:
-#: ``scripts/bench_compiled.py`` (T=50, float32, one thread) puts forward and backward at
-#: 0.2-0.8x the numpy kernels' time up to B * H = 256, 0.9-1.0x at 512, 1.1-2x from 1024 on.
-MAX_UNITS = 256
+#: Layers of at most this many units a step (B * H) run all their steps in one compiled loop,
+#: the recurrent products through numba's BLAS; larger float32 layers run their steps from
+#: Python, each step numpy's GEMM and one compiled call.  ``scripts/bench_compiled.py`` (T = 50,
+#: float32, one thread) puts the loop at 0.5-0.9x the time of steps from Python up to 1024
+#: units, 0.9-1.2x from 2048 on (numba's BLAS is slower than numpy's for the larger products).
+#: Larger float64 layers stay on the numpy kernels: libm's exp and tanh, one element at a time,
+#: are slower there than numpy's vectorised ones.
+LOOP_UNITS = 1024
 
 _HINT = "the compiled LSTM kernels need numba: pip install 'bptt[compiled]'"
 _on = False
 #: BPTT_COMPILED as read at import, applied on first use (``_apply_environment``)
 _from_env = os.environ.get("BPTT_COMPILED", "")
-_loops = None       # (forward, backward) dispatchers, made when the path is first enabled
+_loops = None       # a _Jitted, made when the path is first enabled
+_Jitted = collections.namedtuple("_Jitted", "transpose forward_steps forward_rows backward_steps backward_rows")
 _making = threading.Lock()
 
 
@@ -67,12 +79,18 @@ def _jit():
                 import numba
             except ImportError as err:
                 raise ImportError(f"{_HINT} ({err})") from None
-            # the loops call the activations by their global names, which numba resolves when
-            # it compiles them: bind those names to jitted versions first
-            inline = numba.njit(inline="always", cache=True)
-            globals().update(_sigmoid=inline(_sigmoid), _tanh=inline(_tanh))
-            jit = numba.njit(nogil=True, cache=True)
-            _loops = (jit(_forward_steps), jit(_backward_steps))
+            # the loops call the helpers below by their global names, which numba resolves when
+            # it compiles them: bind those names to jitted versions first.  error_model="numpy":
+            # a division is IEEE's, without Python's check for zero, whose branch keeps LLVM from
+            # vectorising a loop; "contract": multiply-adds fused
+            jit = functools.partial(numba.njit, cache=True, error_model="numpy", fastmath={"contract"})
+            _activation_overloads(numba)
+            globals().update(_pow2=_pow2_intrinsic(numba), _exp_neg32=jit(_exp_neg32),
+                             _forward_row=jit(_forward_row), _backward_row=jit(_backward_row),
+                             _forward_rows=jit(nogil=True)(_forward_rows),
+                             _backward_rows=jit(nogil=True)(_backward_rows))
+            _loops = _Jitted(jit(nogil=True)(_transpose), jit(nogil=True)(_forward_steps), _forward_rows,
+                             jit(nogil=True)(_backward_steps), _backward_rows)
     return _loops
 
 
@@ -126,11 +144,11 @@ def is_enabled():
 
 def handles(x, w_hh):
     """Whether the LSTM's fused forward of ``x`` (T, B, I) with ``w_hh`` (4H, H) runs here: the
-    path is on, the dtype float32 or float64, and B * H at most ``MAX_UNITS``."""
+    path is on and the dtype float32, or float64 with B * H at most ``LOOP_UNITS``."""
     if _from_env:
         _apply_environment()
-    return (_on and x.dtype in (np.float32, np.float64)
-            and x.shape[1] * w_hh.shape[1] <= MAX_UNITS)
+    return _on and (x.dtype == np.float32
+                    or x.dtype == np.float64 and x.shape[1] * w_hh.shape[1] <= LOOP_UNITS)
 
 
 @contextlib.contextmanager
@@ -163,15 +181,27 @@ def lstm_forward(x, state, weights, reverse):
     T, B, _ = x.shape
     H = w_hh.shape[1]
     dtype = x.dtype
-    forward, _ = _jit()
-    gates = kernels.project(x, w_ih, b_ih, b_hh, out=kernels.pooled("lstm.compiled.gates", (T * B, 4 * H), dtype))
+    jitted = _jit()
+    # the biases are added in the loops, not in a pass of their own over all T steps' gates
+    gates = kernels.project(x, w_ih, None, None, out=kernels.pooled("lstm.compiled.gates", (T * B, 4 * H), dtype))
+    bias = np.zeros(4 * H, dtype) if b_ih is None else b_ih + b_hh
     ys = kernels.pooled("lstm.compiled.ys", (T, B, H), dtype)
     tcs = kernels.pooled("lstm.compiled.tcs", (T, B, H), dtype)
     cs = kernels.pooled("lstm.compiled.cs", (T + 1, B, H), dtype)
     cs[0] = c0
     h0 = np.ascontiguousarray(h0)
-    forward(gates, np.ascontiguousarray(w_hh), kernels.scratch("lstm.compiled.w_t", (H, 4 * H), dtype), h0,
-            cs, tcs, ys, kernels.scratch("lstm.compiled.step", (B, 4 * H), dtype), reverse, dtype == np.float64)
+    w_t = kernels.scratch("lstm.compiled.w_t", (H, 4 * H), dtype)
+    jitted.transpose(np.ascontiguousarray(w_hh), w_t)
+    buf = kernels.scratch("lstm.compiled.step", (B, 4 * H), dtype)
+    if B * H <= LOOP_UNITS:
+        jitted.forward_steps(gates, bias, w_t, h0, cs, tcs, ys, buf, reverse)
+    else:
+        A, Y, TC = (kernels.in_step_order(a, reverse) for a in (gates, ys, tcs))
+        h = h0
+        for s in range(T):
+            np.matmul(h, w_t, out=buf)
+            jitted.forward_rows(A[s], bias, buf, cs[s], cs[s + 1], TC[s], Y[s])
+            h = Y[s]
     res = Residuals((x, h0, w_ih, w_hh, reverse, gates, cs, tcs, ys, b_ih is not None))
     return ys, (kernels.in_step_order(ys, reverse)[-1], cs[T]), res
 
@@ -182,94 +212,198 @@ def lstm_backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     x, h0, w_ih, w_hh, reverse, gates, cs, tcs, ys, has_bias = res
     T, B, H = ys.shape
     dtype = ys.dtype
-    _, backward = _jit()
+    jitted = _jit()
     dgates = kernels.scratch("lstm.compiled.dgates", (T, B, 4 * H), dtype)
     dh = np.array(gstate[0], dtype=dtype, order="C", copy=True)
     dc = np.array(gstate[1], dtype=dtype, order="C", copy=True)
-    # without gy the loop never reads it: an empty array keeps one specialisation per dtype
-    gy_c = np.empty((0, 0, 0), dtype) if gy is None else np.ascontiguousarray(gy, dtype)
-    backward(gates, cs, tcs, gy_c, gy is not None, np.ascontiguousarray(w_hh), dgates, dh, dc,
-             reverse, dtype.type(1))
+    w_hh = np.ascontiguousarray(w_hh)
+    db = np.zeros(4 * H)            # summed in float64 as the loops go, rounded once
+    if B * H <= LOOP_UNITS:
+        # without gy the loop never reads it: an empty array keeps one specialisation per dtype
+        gy_c = np.empty((0, 0, 0), dtype) if gy is None else np.ascontiguousarray(gy, dtype)
+        jitted.backward_steps(gates, cs, tcs, gy_c, gy is not None, w_hh, dgates, dh, dc, db, reverse,
+                              dtype.type(1))
+    else:
+        A, TC, DG = (kernels.in_step_order(a, reverse) for a in (gates, tcs, dgates))
+        GY = None if gy is None else kernels.in_step_order(gy, reverse)
+        for s in range(T - 1, -1, -1):
+            if GY is not None:
+                dh += GY[s]
+            jitted.backward_rows(A[s], DG[s], cs[s], TC[s], dh, dc, db, dtype.type(1))
+            np.matmul(DG[s], w_hh, out=dh)
     dx, dw_ih, dw_hh = kernels.weight_grads(x, w_ih, dgates, dgates, ys, h0, reverse,
                                             need_x, need_w_ih, need_w_hh)
-    db = dgates.sum(axis=(0, 1)) if has_bias else None
+    db = db.astype(dtype) if has_bias else None
     return dx, (dh, dc), (dw_ih, dw_hh, db, db)
 
 
 # -- the loops (plain Python here; ``_jit`` compiles them) ---------------------------------------
-# libm's tanh costs about 20 ns a call in float32 as in float64, its exp 4-6 ns: the sigmoids
-# take one float64 exp each, and so does tanh in float32 (in float64 it stays libm's tanh).  The
-# backward's scalars are typed by ``one`` (of the arrays' dtype): a Python literal would promote
-# float32 arithmetic to float64; its formulas are the numpy kernels', in the same order.
+# Each step's pointwise work runs row by row (one batch entry's 4H gates) in a function of its
+# own, which indexes the step's (B, ...) arrays at its row: inlined into the loop over the batch,
+# LLVM leaves the row's loop unvectorised, and a view per row costs reference counting about as
+# long as a row of 64 units takes.  In float32 the activations are computed here from one exp
+# each, without calls, so that the row's loop vectorises (libm's exp and tanh take one element
+# at a time); in float64 they are libm's.  The backward's scalars are typed by ``one`` (of the
+# arrays' dtype): a Python literal would promote float32 arithmetic to float64; its formulas are
+# the numpy kernels', in the same order.
+
+def _pow2(k):
+    """``2**k`` as a float32 for an int32 k in [-126, 127]; compiled, ``_pow2_intrinsic``'s."""
+    return np.float32(2.0 ** k)
+
+
+def _pow2_intrinsic(numba):
+    """``_pow2`` as an intrinsic: the float32 whose bits are (k + 127) << 23, no call."""
+    from llvmlite import ir
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _pow2(typingctx, k):
+        def codegen(context, builder, signature, args):
+            int32 = ir.IntType(32)
+            bits = builder.shl(builder.add(args[0], ir.Constant(int32, 127)), ir.Constant(int32, 23))
+            return builder.bitcast(bits, ir.FloatType())
+        return numba.types.float32(numba.types.int32), codegen
+    return _pow2
+
+
+def _activation_overloads(numba):
+    """Type ``_sigmoid`` and ``_tanh`` by their argument: ``_sigmoid32`` and ``_tanh32`` for a
+    float32, the plain functions (libm's exp and tanh) for every other type."""
+    from numba.extending import overload
+
+    def typed(f32, other):
+        def implementation(a):
+            return f32 if a == numba.types.float32 else other
+        return implementation
+    for f, f32 in ((_sigmoid, _sigmoid32), (_tanh, _tanh32)):
+        overload(f)(typed(f32, f))
+
+
+_LOG2E = np.float32(1 / np.log(2))
+_LN2_HI = np.float32(0.693359375)                  # 9 significant bits: k * _LN2_HI is exact
+_LN2_LO = np.float32(np.log(2) - 0.693359375)
+_ARG_MAX = np.float32(87)                          # exp(-87): near float32's smallest normal
+_TAYLOR = tuple(np.float32(1 / math.factorial(n)) for n in range(2, 8))
+
+
+def _exp_neg32(t):
+    """``(s, p)`` with exp(-t) = s (1 + p) and expm1(-t) = s p + (s - 1), for a float32 t >= 0
+    (clipped to 87): s = 2**-k and p = expm1(r), r = k ln 2 - t, |r| <= ln(2) / 2, from its
+    Taylor polynomial to r**7 (1.5e-8 relative left out); k ln 2 is split in two (Cody and
+    Waite) so that r is exact.  Both results are within 2 float32 ulps."""
+    y = -min(t, _ARG_MAX)
+    k = np.floor(y * _LOG2E + np.float32(0.5))
+    r = (y - k * _LN2_HI) - k * _LN2_LO
+    c2, c3, c4, c5, c6, c7 = _TAYLOR
+    q = (((((c7 * r + c6) * r + c5) * r + c4) * r + c3) * r + c2) * r + np.float32(1)
+    return _pow2(np.int32(k)), q * r
+
 
 def _sigmoid(a):
-    """The logistic function in float64, whatever ``a``'s type: one ``exp`` (libm's is several times
-    faster than its ``tanh``), accurate to a few float64 ulps for every ``a``."""
-    return 1.0 / (1.0 + np.exp(-np.float64(a)))
+    """The logistic function from libm's exp (float64)."""
+    return 1.0 / (1.0 + np.exp(-a))
 
 
-def _tanh(a, exact):
-    """``np.tanh(a)`` when ``exact``; else from one float64 ``exp``, for a float32 ``a``: within a few
-    float64 ulps of tanh, except below ``|a| = 2**-12``, where ``a`` is within half a float32 ulp."""
-    if exact:
-        return np.tanh(a)
-    x = np.float64(a)
-    if abs(x) < 2.0 ** -12:
-        return x
-    e = np.exp(-2.0 * abs(x))
-    return np.copysign((1.0 - e) / (1.0 + e), x)
+def _sigmoid32(a):
+    """The logistic function of a float32, within 3 ulps: 1 / (1 + e) or e / (1 + e), e = exp(-|a|)."""
+    s, p = _exp_neg32(abs(a))
+    e = s * p + s
+    d = np.float32(1) / (np.float32(1) + e)
+    return d if a >= 0 else e * d
 
 
-def _forward_steps(gates, w_hh, w_t, h0, cs, tcs, ys, buf, reverse, exact):
+def _tanh(a):
+    """libm's tanh (float64)."""
+    return np.tanh(a)
+
+
+def _tanh32(a):
+    """tanh of a float32, within 3 ulps: -u / (2 + u), u = expm1(-2 |a|), with the sign of a."""
+    s, p = _exp_neg32(np.float32(2) * abs(a))
+    u = s * p + (s - np.float32(1))
+    return np.copysign(-u / (np.float32(2) + u), a)
+
+
+def _transpose(w, out):
+    """out = w.T, C-contiguous (the per-step GEMM runs up to twice as fast on it as on the view),
+    copied in blocks of 16 rows: numpy's transposing copy is 2-5x slower at H = 128-512."""
+    n, m = w.shape
+    for j0 in range(0, n, 16):
+        for i in range(m):
+            for j in range(j0, min(j0 + 16, n)):
+                out[i, j] = w[j, i]
+
+
+def _forward_steps(gates, bias, w_t, h0, cs, tcs, ys, buf, reverse):
     """The forward recursion in place: ``gates`` (T, B, 4H) holds the input projections on entry
-    and the activated gates on return; fills cs[1:], tcs and ys; ``w_t`` (H, 4H) and ``buf``
-    (B, 4H) are scratch.  Each activation is rounded to the arrays' dtype where it is stored,
-    and read back from there."""
-    T, B, GH = gates.shape
-    H = GH // 4
-    # w_hh.T, C-contiguous (the per-step GEMM runs up to twice as fast on it as on the view),
-    # copied in blocks of 16 rows: numpy's transposing copy is 2-5x slower at H = 128-512
-    for j0 in range(0, GH, 16):
-        for i in range(H):
-            for j in range(j0, min(j0 + 16, GH)):
-                w_t[i, j] = w_hh[j, i]
+    and the activated gates on return; fills cs[1:], tcs and ys; ``bias`` (4H) is b_ih + b_hh,
+    ``w_t`` (H, 4H) w_hh.T and ``buf`` (B, 4H) scratch."""
+    T = gates.shape[0]
     for s in range(T):
         k = T - 1 - s if reverse else s
         if s == 0:
             np.dot(h0, w_t, buf)
         else:
             np.dot(ys[k + 1] if reverse else ys[k - 1], w_t, buf)
-        for b in range(B):
-            a, r, c_prev, c, tc, h = gates[k, b], buf[b], cs[s, b], cs[s + 1, b], tcs[k, b], ys[k, b]
-            for j in range(H):
-                a[j] = _sigmoid(a[j] + r[j])
-                a[H + j] = _sigmoid(a[H + j] + r[H + j])
-                a[2 * H + j] = _tanh(a[2 * H + j] + r[2 * H + j], exact)
-                a[3 * H + j] = _sigmoid(a[3 * H + j] + r[3 * H + j])
-                c[j] = a[H + j] * c_prev[j] + a[j] * a[2 * H + j]
-                tc[j] = _tanh(c[j], exact)
-                h[j] = a[3 * H + j] * tc[j]
+        _forward_rows(gates[k], bias, buf, cs[s], cs[s + 1], tcs[k], ys[k])
 
 
-def _backward_steps(gates, cs, tcs, gy, has_gy, w_hh, dgates, dh, dc, reverse, one):
+def _forward_rows(a, bias, r, c_prev, c, tc, h):
+    """One step's pointwise work, batch entry by batch entry: the gates a (B, 4H) + bias + r,
+    activated, then c, tanh(c) and h (B, H)."""
+    for b in range(a.shape[0]):
+        _forward_row(a, bias, r, c_prev, c, tc, h, b)
+
+
+def _forward_row(a, bias, r, c_prev, c, tc, h, b):
+    """``_forward_rows`` for batch entry b.  Each activation is rounded to the arrays' dtype
+    where it is stored, and read back from there."""
+    H = c.shape[1]
+    for j in range(H):
+        a[b, j] = _sigmoid(a[b, j] + bias[j] + r[b, j])
+        a[b, H + j] = _sigmoid(a[b, H + j] + bias[H + j] + r[b, H + j])
+        a[b, 2 * H + j] = _tanh(a[b, 2 * H + j] + bias[2 * H + j] + r[b, 2 * H + j])
+        a[b, 3 * H + j] = _sigmoid(a[b, 3 * H + j] + bias[3 * H + j] + r[b, 3 * H + j])
+        c[b, j] = a[b, H + j] * c_prev[b, j] + a[b, j] * a[b, 2 * H + j]
+        tc[b, j] = _tanh(c[b, j])
+        h[b, j] = a[b, 3 * H + j] * tc[b, j]
+
+
+def _backward_steps(gates, cs, tcs, gy, has_gy, w_hh, dgates, dh, dc, db, reverse, one):
     """The backward recursion: ``dh``, ``dc`` (B, H) hold the final state's cotangents on entry
     and the initial state's on return; fills ``dgates`` (T, B, 4H), the pre-activations'
-    cotangents in time order."""
-    T, B, GH = gates.shape
-    H = GH // 4
+    cotangents in time order, and adds their sum over steps and batch to ``db`` (4H, float64)."""
+    T = gates.shape[0]
     for s in range(T - 1, -1, -1):
         k = T - 1 - s if reverse else s
-        for b in range(B):
-            a, d, c_prev, tc, rec, dcb = gates[k, b], dgates[k, b], cs[s, b], tcs[k, b], dh[b], dc[b]
-            for j in range(H):
-                i, f, g, o = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
-                dhj = rec[j] + gy[k, b, j] if has_gy else rec[j]
-                dcj = dcb[j] + dhj * ((one - tc[j] * tc[j]) * o)
-                d[j] = dcj * (g * (i - i * i))
-                d[H + j] = dcj * (c_prev[j] * (f - f * f))
-                d[2 * H + j] = dcj * (i * (one - g * g))
-                d[3 * H + j] = dhj * (tc[j] * (o - o * o))
-                dcb[j] = dcj * f
+        if has_gy:
+            dh += gy[k]
+        _backward_rows(gates[k], dgates[k], cs[s], tcs[k], dh, dc, db, one)
         np.dot(dgates[k], w_hh, dh)
 
 
+def _backward_rows(a, d, c_prev, tc, dh, dc, db, one):
+    """One step back, batch entry by batch entry: from the gates a (B, 4H), c_prev and tanh(c),
+    and the cotangents dh and dc (B, H) of the step's h and c, the gates' d (B, 4H), added to db
+    (4H); dc becomes c_prev's."""
+    for b in range(a.shape[0]):
+        _backward_row(a, d, c_prev, tc, dh, dc, db, one, b)
+
+
+def _backward_row(a, d, c_prev, tc, dh, dc, db, one, b):
+    """``_backward_rows`` for batch entry b."""
+    H = dh.shape[1]
+    for j in range(H):
+        i, f, g, o = a[b, j], a[b, H + j], a[b, 2 * H + j], a[b, 3 * H + j]
+        dcj = dc[b, j] + dh[b, j] * ((one - tc[b, j] * tc[b, j]) * o)
+        di = dcj * (g * (i - i * i))
+        df = dcj * (c_prev[b, j] * (f - f * f))
+        dg = dcj * (i * (one - g * g))
+        do = dh[b, j] * (tc[b, j] * (o - o * o))
+        d[b, j], d[b, H + j], d[b, 2 * H + j], d[b, 3 * H + j] = di, df, dg, do
+        db[j] += di
+        db[H + j] += df
+        db[2 * H + j] += dg
+        db[3 * H + j] += do
+        dc[b, j] = dcj * f

@@ -1,0 +1,103 @@
+"""The GEMMs of an LSTM training step in numpy's BLAS against PyTorch's and XLA's, side by side.
+
+A layer's step is mostly these products: per step the recurrent one forward, (B, H) @ (H, 4H),
+and back, (B, 4H) @ (4H, H); over all T steps at once the input projection, (T*B, I) @ (I, 4H),
+and the recurrent weight gradient, (4H, T*B) @ (T*B, H).  The same float32 operands go through
+``np.matmul(..., out=)``, ``torch.mm(..., out=)`` and a jitted ``jnp.dot``; each round runs every
+contender in a rotating order, the table gives median times, GFLOP/s and the median ratios
+numpy / peer (above 1: numpy's BLAS is slower)::
+
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=. /work/torchenv/bin/python scripts/bench_blas.py
+
+Peers that are not installed are skipped.  Threads as in ``bench_peers.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import click
+import numpy as np
+
+from bench_rnn import _blas_threads
+
+
+def _products(B, T, I, H):
+    """(name, M, K, N) of each product of the step."""
+    return (("forward, per step", B, H, 4 * H), ("backward, per step", B, 4 * H, H),
+            ("input projection, all steps", T * B, I, 4 * H), ("dW_hh, all steps", 4 * H, T * B, H))
+
+
+def _contenders(a, b):
+    out = np.empty((a.shape[0], b.shape[1]), np.float32)
+    found = {"numpy": lambda: np.matmul(a, b, out=out)}
+    try:
+        import torch
+        ta, tb, to = torch.from_numpy(a), torch.from_numpy(b), torch.empty(out.shape)
+        found["PyTorch"] = lambda: torch.mm(ta, tb, out=to)
+    except ImportError:
+        pass
+    try:
+        import jax
+        import jax.numpy as jnp
+        ja, jb = jnp.asarray(a), jnp.asarray(b)
+        dot = jax.jit(jnp.dot)
+        found["JAX"] = lambda: dot(ja, jb).block_until_ready()
+    except ImportError:
+        pass
+    return found
+
+
+@click.command()
+@click.option("--sizes", default="32,128,512", show_default=True, help="Hidden sizes H.")
+@click.option("--batch", default=32, show_default=True)
+@click.option("--seq-len", default=100, show_default=True)
+@click.option("--input-size", default=32, show_default=True)
+@click.option("--rounds", default=15, show_default=True)
+def main(sizes, batch, seq_len, input_size, rounds):
+    """Median time per product and ratios numpy / PyTorch and numpy / JAX."""
+    threads = _blas_threads()
+    if threads == 1 and "XLA_FLAGS" not in os.environ:
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:
+        click.echo("PyTorch not installed: skipped", err=True)
+    env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
+    click.echo(f"float32 GEMMs of an LSTM step, B={batch} T={seq_len} I={input_size}; {rounds} rounds; "
+               f"BLAS threads {threads}; {env}")
+    click.echo("\n| H | product | M x K x N | numpy us (GFLOP/s) | peer | peer us (GFLOP/s) | numpy / peer |")
+    click.echo("|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for H in (int(s) for s in sizes.split(",")):
+        for name, M, K, N in _products(batch, seq_len, input_size, H):
+            a = rng.standard_normal((M, K)).astype(np.float32)
+            b = rng.standard_normal((K, N)).astype(np.float32)
+            runs = _contenders(a, b)
+            repeat = max(1, int(2e8 / (M * K * N)))     # about 0.4 GFLOP, some ms, per timing
+            for run in runs.values():
+                run()
+            times = {n: [] for n in runs}
+            names = list(runs)
+            for r in range(rounds):
+                for n in names[r % len(names):] + names[:r % len(names)]:
+                    start = time.perf_counter()
+                    for _ in range(repeat):
+                        runs[n]()
+                    times[n].append((time.perf_counter() - start) / repeat)
+            flops = 2 * M * K * N
+
+            def cell(n):
+                t = statistics.median(times[n])
+                return f"{t * 1e6:.1f} ({flops / t / 1e9:.0f})"
+            for peer in names[1:]:
+                ratio = statistics.median(x / y for x, y in zip(times["numpy"], times[peer]))
+                click.echo(f"| {H} | {name} | {M} x {K} x {N} | {cell('numpy')} | {peer} | {cell(peer)} "
+                           f"| {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
