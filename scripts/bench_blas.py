@@ -4,8 +4,8 @@ A layer's step is mostly these products: per step the recurrent one forward, (B,
 and back, (B, 4H) @ (4H, H); over all T steps at once the input projection, (T*B, I) @ (I, 4H),
 and the recurrent weight gradient, (4H, T*B) @ (T*B, H).  The same float32 operands go through
 ``np.matmul(..., out=)``, ``torch.mm(..., out=)`` and a jitted ``jnp.dot``; each round runs every
-contender in a rotating order, the table gives median times, GFLOP/s and the median ratios
-numpy / peer (above 1: numpy's BLAS is slower)::
+contender, in the orders of ``bench_rnn.orders``; the table gives median times, GFLOP/s and the
+median ratios numpy / peer (above 1: numpy's BLAS is slower)::
 
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. /work/torchenv/bin/python scripts/bench_blas.py
 
@@ -21,7 +21,7 @@ import time
 import click
 import numpy as np
 
-from bench_rnn import _blas_threads
+from bench_rnn import _blas_threads, orders, rounds
 
 
 def _products(B, T, I, H):
@@ -55,8 +55,8 @@ def _contenders(a, b):
 @click.option("--batch", default=32, show_default=True)
 @click.option("--seq-len", default=100, show_default=True)
 @click.option("--input-size", default=32, show_default=True)
-@click.option("--rounds", default=15, show_default=True)
-def main(sizes, batch, seq_len, input_size, rounds):
+@click.option("--reps", default=15, show_default=True, help="Rounds (rounded up to whole squares).")
+def main(sizes, batch, seq_len, input_size, reps):
     """Median time per product and ratios numpy / PyTorch and numpy / JAX."""
     threads = _blas_threads()
     if threads == 1 and "XLA_FLAGS" not in os.environ:
@@ -67,7 +67,7 @@ def main(sizes, batch, seq_len, input_size, rounds):
     except ImportError:
         click.echo("PyTorch not installed: skipped", err=True)
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
-    click.echo(f"float32 GEMMs of an LSTM step, B={batch} T={seq_len} I={input_size}; {rounds} rounds; "
+    click.echo(f"float32 GEMMs of an LSTM step, B={batch} T={seq_len} I={input_size}; {reps} rounds; "
                f"BLAS threads {threads}; {env}")
     click.echo("\n| H | product | M x K x N | numpy us (GFLOP/s) | peer | peer us (GFLOP/s) | numpy / peer |")
     click.echo("|---|---|---|---|---|---|---|")
@@ -82,8 +82,9 @@ def main(sizes, batch, seq_len, input_size, rounds):
                 run()
             times = {n: [] for n in runs}
             names = list(runs)
-            for r in range(rounds):
-                for n in names[r % len(names):] + names[:r % len(names)]:
+            square = orders(len(names))
+            for r in range(rounds(reps, len(names))):
+                for n in (names[i] for i in square[r % len(square)]):
                     start = time.perf_counter()
                     for _ in range(repeat):
                         runs[n]()

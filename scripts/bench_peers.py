@@ -3,9 +3,10 @@
 Peers: PyTorch (``nn.LSTM`` and an ``LSTMCell`` loop), JAX (``jit`` of ``grad`` over
 ``lax.scan``) and HIPS autograd (a per-step loop in ``autograd.numpy``), each computing the same
 float32 LSTM (PyTorch's gate order and formulas) on the same data.  A peer that is not installed
-is skipped with a note.  Contenders run once per round in a rotating order (load on a shared
-machine hits them alike); the table quotes medians and the ratio bptt / peer (below 1: bptt is
-faster)::
+is skipped with a note; with numba installed, bptt also runs on its compiled LSTM kernels
+(``bptt.nn.compiled``).  Contenders run once per round in the orders of ``bench_rnn.orders`` (load
+on a shared machine, and what one leaves behind for the next, hit them alike); the table quotes
+medians and the ratio bptt / peer (below 1: bptt is faster)::
 
     PYTHONPATH=. /work/torchenv/bin/python scripts/bench_peers.py --reps 7
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. /work/torchenv/bin/python scripts/bench_peers.py

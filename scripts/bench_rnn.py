@@ -1,8 +1,9 @@
 """Time a training step (forward, MSE loss, backward) of bptt's fused RNN/LSTM/GRU against PyTorch.
 
-Each configuration runs every contender once per round, in a rotating order, so that load on a
-shared machine hits them alike; the table quotes medians over rounds and the ratio of medians
-bptt / PyTorch (below 1 means bptt is faster).  PyTorch is used when importable, e.g.::
+Each configuration runs every contender once per round, the orders of the rounds a balanced
+Latin square (``orders``), so that load on a shared machine, and what one contender leaves
+behind for the next, hit them alike; the table quotes medians over rounds and the ratio of
+medians bptt / PyTorch (below 1 means bptt is faster).  PyTorch is used when importable, e.g.::
 
     PYTHONPATH=. /work/torchenv/bin/python scripts/bench_rnn.py --quick
     PYTHONPATH=. env -u OPENBLAS_CORETYPE /work/torchenv/bin/python scripts/bench_rnn.py
@@ -77,17 +78,39 @@ def _torch_contenders(torch, cell, size, dtype, x, target):
     return out
 
 
+def orders(n):
+    """Orders of n contenders, a balanced Latin square (Williams 1949): each contender follows
+    every other equally often, so that what one leaves behind (a cold cache, a thread pool still
+    spinning) falls on all alike.  n rows for an even n, 2n for an odd one."""
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    rows = [[(v + i) % n for v in first] for i in range(n)]
+    return rows + [row[::-1] for row in rows] if n % 2 else rows
+
+
+def rounds(reps, n):
+    """``reps`` rounded up to a whole number of ``orders(n)``."""
+    k = len(orders(n))
+    return -(-reps // k) * k
+
+
 def _time(contenders, reps):
-    """Median seconds of each contender over ``reps`` rounds, rotating the order every round."""
+    """Median seconds of each contender over ``rounds(reps, ...)`` rounds, in ``orders``."""
     names = list(contenders)
     for fn in contenders.values():      # warm up: first-call allocations, lazy initialisation
         fn()
     times = {n: [] for n in names}
-    for r in range(reps):
-        for n in names[r % len(names):] + names[:r % len(names)]:
+    square = orders(len(names))
+    for r in range(rounds(reps, len(names))):
+        for i in square[r % len(square)]:
             start = time.perf_counter()
-            contenders[n]()
-            times[n].append(time.perf_counter() - start)
+            contenders[names[i]]()
+            times[names[i]].append(time.perf_counter() - start)
     return {n: statistics.median(v) for n, v in times.items()}
 
 

@@ -4,8 +4,10 @@ The workload: the adding problem at T=50, a 64-unit LSTM (forget-gate bias 1) wi
 head, batch 64, Adam at lr 0.01, gradient norm clipped to 1, full BPTT, float32.  bptt runs it
 as ``bptt train`` does (``bptt.TBPTT`` over one batch per update); PyTorch runs ``nn.LSTM`` +
 ``nn.Linear`` from the same initial weights (copied through ``state_dict``) on the same batches,
-with ``torch.optim.Adam`` and ``clip_grad_norm_``.  Rounds alternate the two; the script prints
-medians and the ratio bptt / PyTorch, and checks that the losses agree::
+with ``torch.optim.Adam`` and ``clip_grad_norm_``; with numba installed, bptt also runs on its
+compiled LSTM kernels (``bptt.nn.compiled``, from the same initial weights).  Each update is one
+round, the contenders in the orders of ``bench_rnn.orders``; the script prints medians and the
+ratios bptt / PyTorch, and checks that the losses agree::
 
     PYTHONPATH=. /work/torchenv/bin/python scripts/bench_train.py --updates 40
 """
@@ -19,7 +21,7 @@ import time
 import click
 import numpy as np
 
-from bench_rnn import _blas_threads
+from bench_rnn import _blas_threads, orders, rounds
 
 
 def _bptt_update(config):
@@ -86,15 +88,17 @@ def main(updates):
     else:
         click.echo("bptt-compiled skipped: needs numba (pip install 'bptt[compiled]')")
     rng = np.random.default_rng(0)
-    batches = [task.batch(config.batch, rng) for _ in range(updates + 5)]
+    names, square = list(contenders), orders(len(contenders))
+    updates, warm = rounds(updates, len(names)), len(square)
+    batches = [task.batch(config.batch, rng) for _ in range(updates + warm)]
     times = {name: [] for name in contenders}
     losses = {name: [] for name in contenders}
-    order = list(contenders.items())
     for i, batch in enumerate(batches):
-        for name, fn in order[i % len(order):] + order[:i % len(order)]:
+        for name in (names[j] for j in square[i % len(square)]):
+            fn = contenders[name]
             start = time.perf_counter()
             losses[name].append(fn(batch))
-            if i >= 5:                      # the first updates warm up allocations
+            if i >= warm:                   # the first updates warm up allocations
                 times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))

@@ -21,6 +21,7 @@ from bptt import checkpoint as ck
 from bptt import nn
 from bptt.diagnostics import hidden_grad_norms
 from bptt.nn import cell as registry
+from bptt.nn import compiled
 from bptt.nn.cells import rnn
 from bptt.nn.kernels import release_scratch
 from bptt.tape import Tensor
@@ -200,24 +201,29 @@ def _traced_peak(module, x, gy, policy):
         gc.enable()
 
 
-@pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("name", ["lstm", "gru"])
-def test_peak_memory_falls_with_the_budget_and_stays_within_it(name, fused, rng):
+@pytest.mark.parametrize("name, fused, kernels", [("lstm", True, "numpy"), ("lstm", False, "numpy"),
+                                                   ("gru", True, "numpy"), ("gru", False, "numpy"),
+                                                   ("lstm", True, "compiled")])
+def test_peak_memory_falls_with_the_budget_and_stays_within_it(name, fused, kernels, rng):
+    if kernels == "compiled":
+        pytest.importorskip("numba")
     T, B, I, H = 200, 4, 8, 32
     module = nn.Recurrent(name, I, H, fused=fused, rng=rng, dtype=np.float32)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     gy = rng.standard_normal((T, B, H)).astype(np.float32)
-    unchecked = _traced_peak(module, x, gy, None)
-    peaks = []
-    for budget in (2_000_000, 1_000_000, 600_000, 400_000, 300_000):
-        peak = _traced_peak(module, x, gy, f"{budget}B")
-        # The reference path records a tape of small Python objects per step, and those its
-        # backward parks on Python's free lists stay counted by tracemalloc (by a third more
-        # here): only the fused path's peak is held to the budget
-        assert peak <= budget or not fused, (budget, peak)
-        peaks.append(peak)
+    with compiled.enabled(kernels == "compiled"):        # whatever BPTT_COMPILED says
+        unchecked = _traced_peak(module, x, gy, None)
+        peaks = []
+        for budget in (2_000_000, 1_000_000, 600_000, 400_000, 300_000):
+            peak = _traced_peak(module, x, gy, f"{budget}B")
+            # The reference path records a tape of small Python objects per step, and those its
+            # backward parks on Python's free lists stay counted by tracemalloc (by a third more
+            # here): only the fused path's peak is held to the budget
+            assert peak <= budget or not fused, (budget, peak)
+            peaks.append(peak)
     assert all(a > b for a, b in zip([unchecked] + peaks, peaks)), (unchecked, peaks)
-    assert peaks[-1] < 0.2 * unchecked
+    # the compiled kernels keep fewer temporaries, so less is left to save (0.24 measured)
+    assert peaks[-1] < (0.2 if kernels == "numpy" else 0.3) * unchecked
 
 
 def test_a_footprint_is_measured_per_step_from_the_cell():

@@ -165,10 +165,10 @@ def test_use_and_enabled_set_and_restore():
 
 def test_which_calls_run_compiled(rng):
     """float32 layers of every size run on the compiled kernels, float64 ones of at most
-    LOOP_UNITS units a step; other dtypes stay on numpy."""
+    FLOAT64_UNITS units a step; other dtypes stay on numpy."""
     H = 8
-    for B, dtype, expected in ((2, np.float32, True), (compiled.LOOP_UNITS // H, np.float64, True),
-                               (compiled.LOOP_UNITS // H + 1, np.float64, False),
+    for B, dtype, expected in ((2, np.float32, True), (compiled.FLOAT64_UNITS // H, np.float64, True),
+                               (compiled.FLOAT64_UNITS // H + 1, np.float64, False),
                                (compiled.LOOP_UNITS // H + 1, np.float32, True), (2, np.float16, False)):
         x, state, weights = _case(rng, 3, B, 2, H, dtype, True)
         with compiled.enabled():

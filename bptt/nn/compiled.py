@@ -13,7 +13,7 @@ numpy: the input projections of all T steps in one GEMM first, and each weight g
 GEMM over all steps after (``kernels.weight_grads``).  The formulas are PyTorch's, gate order
 i, f, g, o; every buffer is in the inputs' dtype; the residuals and temporaries come from
 ``kernels.pooled`` and ``kernels.scratch`` (per thread).  float64 layers of more than
-``LOOP_UNITS`` units a step, and dtypes other than float32 and float64, stay on the numpy
+``FLOAT64_UNITS`` units a step, and dtypes other than float32 and float64, stay on the numpy
 kernels.
 
 The path is opt-in: ``BPTT_COMPILED=1`` in the environment (read when ``import bptt`` imports
@@ -39,16 +39,20 @@ from bptt.config import ConfigError
 from bptt.nn import kernels
 
 __all__ = ["available", "use", "enabled", "is_enabled", "handles", "lstm_forward", "lstm_backward",
-           "Residuals", "LOOP_UNITS"]
+           "Residuals", "LOOP_UNITS", "FLOAT64_UNITS"]
 
 #: Layers of at most this many units a step (B * H) run all their steps in one compiled loop,
-#: the recurrent products through numba's BLAS; larger float32 layers run their steps from
-#: Python, each step numpy's GEMM and one compiled call.  ``scripts/bench_compiled.py`` (T = 50,
-#: float32, one thread) puts the loop at 0.5-0.9x the time of steps from Python up to 1024
-#: units, 0.9-1.2x from 2048 on (numba's BLAS is slower than numpy's for the larger products).
-#: Larger float64 layers stay on the numpy kernels: libm's exp and tanh, one element at a time,
-#: are slower there than numpy's vectorised ones.
+#: the recurrent products through numba's BLAS; larger ones run their steps from Python, each
+#: step numpy's GEMM and one compiled call.  ``scripts/bench_compiled.py`` (T = 50, float32, one
+#: thread) puts the loop at 0.25-0.84x the time of the steps from Python up to 1024 units;
+#: beyond, at 0.8-1.0x for H <= 64 but 1.0-1.75x for H >= 128 (numba's BLAS is slower than
+#: numpy's for the larger products).
 LOOP_UNITS = 1024
+#: float64 layers of more than this many units a step stay on the numpy kernels: in float64 the
+#: activations are libm's, one element at a time, and numpy's vectorised ones win beyond
+#: (``bench_compiled.py --dtype float64``: 0.2-0.8x up to 256 units, 0.8-1.0x at 512, 1.0-1.2x
+#: from 1024 on).
+FLOAT64_UNITS = 256
 
 _HINT = "the compiled LSTM kernels need numba: pip install 'bptt[compiled]'"
 _on = False
@@ -144,11 +148,11 @@ def is_enabled():
 
 def handles(x, w_hh):
     """Whether the LSTM's fused forward of ``x`` (T, B, I) with ``w_hh`` (4H, H) runs here: the
-    path is on and the dtype float32, or float64 with B * H at most ``LOOP_UNITS``."""
+    path is on and the dtype float32, or float64 with B * H at most ``FLOAT64_UNITS``."""
     if _from_env:
         _apply_environment()
     return _on and (x.dtype == np.float32
-                    or x.dtype == np.float64 and x.shape[1] * w_hh.shape[1] <= LOOP_UNITS)
+                    or x.dtype == np.float64 and x.shape[1] * w_hh.shape[1] <= FLOAT64_UNITS)
 
 
 @contextlib.contextmanager

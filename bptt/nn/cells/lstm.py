@@ -116,7 +116,7 @@ def _factors(A, c_prev, TC, dtype):
     gates A (S, 4, B, H) as stored (i, f, o, g), M = [g i', c_prev f', i g'] (S, B, 3, H) times
     dc, and N = tanh(c) o' and P = o tanh'(c) (S, B, H) times dh."""
     S, _, B, H = A.shape
-    i, f, o, g = A[:, 0], A[:, 1], A[:, 2], A[:, 3]
+    i, o, g = A[:, 0], A[:, 2], A[:, 3]
     deriv = kernels.scratch("lstm.deriv", A.shape, dtype)
     np.multiply(A, A, out=deriv)
     np.subtract(A, deriv, out=deriv)                     # s (1 - s) for i, f, o
