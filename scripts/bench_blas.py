@@ -1,15 +1,18 @@
 """The GEMMs of an LSTM training step in numpy's BLAS against PyTorch's and XLA's, side by side.
 
-A layer's step is mostly these products: per step the recurrent one forward, (B, H) @ (H, 4H),
-and back, (B, 4H) @ (4H, H); over all T steps at once the input projection, (T*B, I) @ (I, 4H),
-and the recurrent weight gradient, (4H, T*B) @ (T*B, H).  The same float32 operands go through
+A layer's training step is mostly these products: per step the recurrent one forward,
+(B, H) @ (H, 4H), and back, (B, 4H) @ (4H, H); over all T steps at once the input projection,
+(T*B, I) @ (I, 4H), the input's gradient, (T*B, 4H) @ (4H, I), and the weight gradients,
+(4H, T*B) @ (T*B, I) and (4H, T*B) @ (T*B, H).  The last line per H adds them up as one
+training step does (the per-step ones T times).  The same float32 operands go through
 ``np.matmul(..., out=)``, ``torch.mm(..., out=)`` and a jitted ``jnp.dot``; each round runs every
 contender, in the orders of ``bench_rnn.orders``; the table gives median times, GFLOP/s and the
 median ratios numpy / peer (above 1: numpy's BLAS is slower)::
 
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. /work/torchenv/bin/python scripts/bench_blas.py
 
-Peers that are not installed are skipped.  Threads as in ``bench_peers.py``.
+Peers that are not installed are skipped.  Threads, and one CPU for one thread, as in
+``bench_peers.py``.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import time
 import click
 import numpy as np
 
-from bench_rnn import _blas_threads, orders, rounds
+from bench_rnn import _blas_threads, orders, pin_to_one_cpu, rounds
 
 
 def _products(B, T, I, H):
-    """(name, M, K, N) of each product of the step."""
-    return (("forward, per step", B, H, 4 * H), ("backward, per step", B, 4 * H, H),
-            ("input projection, all steps", T * B, I, 4 * H), ("dW_hh, all steps", 4 * H, T * B, H))
+    """(name, M, K, N, times per training step) of each product of the step."""
+    return (("forward, per step", B, H, 4 * H, T), ("backward, per step", B, 4 * H, H, T),
+            ("input projection", T * B, I, 4 * H, 1), ("dx", T * B, 4 * H, I, 1),
+            ("dW_ih", 4 * H, T * B, I, 1), ("dW_hh", 4 * H, T * B, H, 1))
 
 
 def _contenders(a, b):
@@ -59,7 +63,8 @@ def _contenders(a, b):
 def main(sizes, batch, seq_len, input_size, reps):
     """Median time per product and ratios numpy / PyTorch and numpy / JAX."""
     threads = _blas_threads()
-    if threads == 1 and "XLA_FLAGS" not in os.environ:
+    cpu = pin_to_one_cpu()
+    if cpu is not None and "XLA_FLAGS" not in os.environ:
         os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     try:
         import torch
@@ -68,12 +73,13 @@ def main(sizes, batch, seq_len, input_size, reps):
         click.echo("PyTorch not installed: skipped", err=True)
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
     click.echo(f"float32 GEMMs of an LSTM step, B={batch} T={seq_len} I={input_size}; {reps} rounds; "
-               f"BLAS threads {threads}; {env}")
+               f"BLAS threads {threads}; {'all CPUs' if cpu is None else f'on CPU {cpu} alone'}; {env}")
     click.echo("\n| H | product | M x K x N | numpy us (GFLOP/s) | peer | peer us (GFLOP/s) | numpy / peer |")
     click.echo("|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for H in (int(s) for s in sizes.split(",")):
-        for name, M, K, N in _products(batch, seq_len, input_size, H):
+        total = {}
+        for name, M, K, N, count in _products(batch, seq_len, input_size, H):
             a = rng.standard_normal((M, K)).astype(np.float32)
             b = rng.standard_normal((K, N)).astype(np.float32)
             runs = _contenders(a, b)
@@ -94,10 +100,15 @@ def main(sizes, batch, seq_len, input_size, reps):
             def cell(n):
                 t = statistics.median(times[n])
                 return f"{t * 1e6:.1f} ({flops / t / 1e9:.0f})"
+            for n in names:
+                total[n] = total.get(n, 0.0) + count * statistics.median(times[n])
             for peer in names[1:]:
                 ratio = statistics.median(x / y for x, y in zip(times["numpy"], times[peer]))
                 click.echo(f"| {H} | {name} | {M} x {K} x {N} | {cell('numpy')} | {peer} | {cell(peer)} "
                            f"| {ratio:.2f} |")
+        for peer in names[1:]:
+            click.echo(f"| {H} | all of a training step | | {total['numpy'] * 1e3:.2f} ms | {peer} | "
+                       f"{total[peer] * 1e3:.2f} ms | {total['numpy'] / total[peer]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ medians and the ratio bptt / peer (below 1: bptt is faster)::
 
 Every contender gets the same number of threads: numpy's BLAS count (``bench_rnn``), given to
 PyTorch with ``set_num_threads`` and to XLA's CPU backend by ``XLA_FLAGS`` before JAX starts (one
-thread turns off its Eigen thread pool).  HIPS autograd runs on numpy and so on its BLAS.
+thread turns off its Eigen thread pool).  With one thread the process is also kept on one CPU
+(``bench_rnn.pin_to_one_cpu``): XLA runs its larger products on two CPUs whatever its flags say.
+HIPS autograd runs on numpy and so on its BLAS.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import click
 import numpy as np
 
 import bptt
-from bench_rnn import _blas_threads, _compiled, _ours, _time, _torch_contenders
+from bench_rnn import _blas_threads, _compiled, _ours, _time, _torch_contenders, pin_to_one_cpu
 
 
 def _jax_contender(x, target, size):
@@ -100,7 +102,8 @@ def _peers(x, target, size, torch):
 @click.option("--reps", default=7, show_default=True, help="Rounds per size.")
 def main(sizes, batch, seq_len, input_size, reps):
     """Median ms per LSTM training step of bptt and its peers, with ratios bptt / peer."""
-    if _blas_threads() == 1 and "XLA_FLAGS" not in os.environ:
+    cpu = pin_to_one_cpu()
+    if cpu is not None and "XLA_FLAGS" not in os.environ:
         os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     try:
         import torch
@@ -109,7 +112,8 @@ def main(sizes, batch, seq_len, input_size, reps):
         torch = None
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
     click.echo(f"LSTM, float32, B={batch} T={seq_len} I={input_size}; {reps} rounds; BLAS threads "
-               f"{_blas_threads()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', 'unset')}; {env}")
+               f"{_blas_threads()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', 'unset')}; "
+               f"{'all CPUs' if cpu is None else f'on CPU {cpu} alone'}; {env}")
     from bptt.nn import compiled
     click.echo("\n| H | bptt | ms | peer | peer ms | bptt / peer |")
     click.echo("|---|---|---|---|---|---|")

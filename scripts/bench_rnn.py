@@ -9,7 +9,8 @@ medians bptt / PyTorch (below 1 means bptt is faster).  PyTorch is used when imp
     PYTHONPATH=. env -u OPENBLAS_CORETYPE /work/torchenv/bin/python scripts/bench_rnn.py
 
 PyTorch runs with as many threads as numpy's BLAS (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``
-or the number of CPUs, in that order).
+or the number of CPUs, in that order); with one thread the process is kept on one CPU
+(``pin_to_one_cpu``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ import numpy as np
 
 import bptt
 from bptt import nn
+
+
+def pin_to_one_cpu():
+    """With one thread (``_blas_threads() == 1``), keep the process on one CPU: XLA's CPU backend
+    runs its larger products on a thread pool of its own whatever ``XLA_FLAGS`` say (1.8 CPUs
+    busy for one jitted dot, measured), so one thread each is only fair on one CPU.  Returns
+    the CPU, or None with more threads."""
+    if _blas_threads() != 1 or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return cpu
 
 
 def _blas_threads():
@@ -129,6 +142,7 @@ def main(cells, sizes, dtypes, batch, seq_len, input_size, reps, quick, no_torch
     sizes = [int(s) for s in (sizes or ("32,128" if quick else "32,128,512")).split(",")]
     dtypes = [np.dtype(d).type for d in (dtypes or ("float32" if quick else "float32,float64")).split(",")]
     reps = reps or (5 if quick else 15)
+    cpu = pin_to_one_cpu()
     torch = None
     if not no_torch:
         try:
@@ -138,7 +152,8 @@ def main(cells, sizes, dtypes, batch, seq_len, input_size, reps, quick, no_torch
             click.echo("torch is not importable: timing bptt alone", err=True)
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
     click.echo(f"B={batch} T={seq_len} I={input_size}; {reps} rounds; BLAS threads {_blas_threads()}; "
-               f"{env}" + (f"; torch {torch.__version__} with {torch.get_num_threads()} threads" if torch else ""))
+               f"{'all CPUs' if cpu is None else f'on CPU {cpu} alone'}; {env}"
+               + (f"; torch {torch.__version__} with {torch.get_num_threads()} threads" if torch else ""))
     from bptt.nn import compiled
     if not compiled.available():
         click.echo("bptt-compiled skipped: needs numba (pip install 'bptt[compiled]')", err=True)

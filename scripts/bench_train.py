@@ -21,7 +21,7 @@ import time
 import click
 import numpy as np
 
-from bench_rnn import _blas_threads, orders, rounds
+from bench_rnn import _blas_threads, orders, pin_to_one_cpu, rounds
 
 
 def _bptt_update(config):
@@ -80,6 +80,7 @@ def main(updates):
 
     import torch
     torch.set_num_threads(_blas_threads())
+    cpu = pin_to_one_cpu()
     config, task, model, ours = _bptt_update(TrainConfig())     # resolved: lr, k1, k2 filled in
     contenders = {"bptt": ours, "torch": _torch_update(torch, model, config)}
     from bptt.nn import compiled
@@ -103,7 +104,8 @@ def main(updates):
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
     click.echo(f"main job update (adding T=50, LSTM 64, B=64, Adam, clip 1, float32); {updates} updates; "
-               f"BLAS threads {_blas_threads()}, torch {torch.get_num_threads()}; {env}")
+               f"BLAS threads {_blas_threads()}, torch {torch.get_num_threads()}; "
+               f"{'all CPUs' if cpu is None else f'on CPU {cpu} alone'}; {env}")
     for name in contenders:
         if name != "torch":
             gap = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses[name], losses["torch"]))
