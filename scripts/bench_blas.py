@@ -24,7 +24,7 @@ import time
 import click
 import numpy as np
 
-from bench_rnn import _blas_threads, orders, pin_to_one_cpu, rounds
+from bench_rnn import _blas_threads, orders, pin_to_one_cpu, rounds, step_shape
 
 
 def _products(B, T, I, H):
@@ -55,17 +55,12 @@ def _contenders(a, b):
 
 
 @click.command()
-@click.option("--sizes", default="32,128,512", show_default=True, help="Hidden sizes H.")
-@click.option("--batch", default=32, show_default=True)
-@click.option("--seq-len", default=100, show_default=True)
-@click.option("--input-size", default=32, show_default=True)
+@step_shape
 @click.option("--reps", default=15, show_default=True, help="Rounds (rounded up to whole squares).")
 def main(sizes, batch, seq_len, input_size, reps):
     """Median time per product and ratios numpy / PyTorch and numpy / JAX."""
     threads = _blas_threads()
     cpu = pin_to_one_cpu()
-    if cpu is not None and "XLA_FLAGS" not in os.environ:
-        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     try:
         import torch
         torch.set_num_threads(threads)

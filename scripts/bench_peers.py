@@ -26,7 +26,7 @@ import click
 import numpy as np
 
 import bptt
-from bench_rnn import _blas_threads, _compiled, _ours, _time, _torch_contenders, pin_to_one_cpu
+from bench_rnn import _blas_threads, _compiled, _ours, _time, _torch_contenders, pin_to_one_cpu, step_shape
 
 
 def _jax_contender(x, target, size):
@@ -95,16 +95,11 @@ def _peers(x, target, size, torch):
 
 
 @click.command()
-@click.option("--sizes", default="32,128,512", show_default=True, help="Hidden sizes H.")
-@click.option("--batch", default=32, show_default=True)
-@click.option("--seq-len", default=100, show_default=True)
-@click.option("--input-size", default=32, show_default=True)
+@step_shape
 @click.option("--reps", default=7, show_default=True, help="Rounds per size.")
 def main(sizes, batch, seq_len, input_size, reps):
     """Median ms per LSTM training step of bptt and its peers, with ratios bptt / peer."""
     cpu = pin_to_one_cpu()
-    if cpu is not None and "XLA_FLAGS" not in os.environ:
-        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     try:
         import torch
         torch.set_num_threads(_blas_threads())

@@ -27,15 +27,28 @@ from bptt import nn
 
 
 def pin_to_one_cpu():
-    """With one thread (``_blas_threads() == 1``), keep the process on one CPU: XLA's CPU backend
-    runs its larger products on a thread pool of its own whatever ``XLA_FLAGS`` say (1.8 CPUs
-    busy for one jitted dot, measured), so one thread each is only fair on one CPU.  Returns
-    the CPU, or None with more threads."""
+    """With one thread (``_blas_threads() == 1``), keep the process on one CPU and tell XLA (if
+    JAX starts later) to run without its Eigen thread pool: XLA's CPU backend runs its larger
+    products on threads of its own whatever its flags say (1.8 CPUs busy for one jitted dot,
+    measured), so one thread each is only fair on one CPU.  Returns the CPU, or None with more
+    threads."""
     if _blas_threads() != 1 or not hasattr(os, "sched_setaffinity"):
         return None
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     return cpu
+
+
+def step_shape(command):
+    """The click options of the LSTM step's shape that ``bench_peers.py`` and ``bench_blas.py``
+    share (and this script's defaults): hidden sizes, B, T and I."""
+    for option in (click.option("--input-size", default=32, show_default=True),
+                   click.option("--seq-len", default=100, show_default=True),
+                   click.option("--batch", default=32, show_default=True),
+                   click.option("--sizes", default="32,128,512", show_default=True, help="Hidden sizes H.")):
+        command = option(command)
+    return command
 
 
 def _blas_threads():
