@@ -89,12 +89,12 @@ def _jit():
             # vectorising a loop; "contract": multiply-adds fused
             jit = functools.partial(numba.njit, cache=True, error_model="numpy", fastmath={"contract"})
             _activation_overloads(numba)
+            loops = [jit(nogil=True)(f) for f in (_transpose, _forward_steps, _forward_rows,
+                                                  _backward_steps, _backward_rows)]
             globals().update(_pow2=_pow2_intrinsic(numba), _exp_neg32=jit(_exp_neg32),
                              _forward_row=jit(_forward_row), _backward_row=jit(_backward_row),
-                             _forward_rows=jit(nogil=True)(_forward_rows),
-                             _backward_rows=jit(nogil=True)(_backward_rows))
-            _loops = _Jitted(jit(nogil=True)(_transpose), jit(nogil=True)(_forward_steps), _forward_rows,
-                             jit(nogil=True)(_backward_steps), _backward_rows)
+                             _forward_rows=loops[2], _backward_rows=loops[4])
+            _loops = _Jitted(*loops)
     return _loops
 
 
@@ -249,7 +249,7 @@ def lstm_backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
 # each, without calls, so that the row's loop vectorises (libm's exp and tanh take one element
 # at a time); in float64 they are libm's.  The backward's scalars are typed by ``one`` (of the
 # arrays' dtype): a Python literal would promote float32 arithmetic to float64; its formulas are
-# the numpy kernels', in the same order.
+# the numpy kernels', in the same order (with multiply-adds fused).
 
 def _pow2(k):
     """``2**k`` as a float32 for an int32 k in [-126, 127]; compiled, ``_pow2_intrinsic``'s."""
@@ -310,7 +310,8 @@ def _sigmoid(a):
 
 
 def _sigmoid32(a):
-    """The logistic function of a float32, within 3 ulps: 1 / (1 + e) or e / (1 + e), e = exp(-|a|)."""
+    """The logistic function of a float32 (within 2.5 ulps for a > -87, within 2e-38 below;
+    tested): 1 / (1 + e) or e / (1 + e), e = exp(-|a|)."""
     s, p = _exp_neg32(abs(a))
     e = s * p + s
     d = np.float32(1) / (np.float32(1) + e)
@@ -323,7 +324,7 @@ def _tanh(a):
 
 
 def _tanh32(a):
-    """tanh of a float32, within 3 ulps: -u / (2 + u), u = expm1(-2 |a|), with the sign of a."""
+    """tanh of a float32 (within 2.5 ulps, tested): -u / (2 + u), u = expm1(-2 |a|), signed as a."""
     s, p = _exp_neg32(np.float32(2) * abs(a))
     u = s * p + (s - np.float32(1))
     return np.copysign(-u / (np.float32(2) + u), a)
