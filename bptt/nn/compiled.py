@@ -295,7 +295,8 @@ def _exp_neg32(t):
     """``(s, p)`` with exp(-t) = s (1 + p) and expm1(-t) = s p + (s - 1), for a float32 t >= 0
     (clipped to 87): s = 2**-k and p = expm1(r), r = k ln 2 - t, |r| <= ln(2) / 2, from its
     Taylor polynomial to r**7 (1.5e-8 relative left out); k ln 2 is split in two (Cody and
-    Waite) so that r is exact.  Both results are within 2 float32 ulps."""
+    Waite), the first part exact in float32, so that t - k ln 2 loses no bits to cancellation.
+    Both results are within 2 float32 ulps."""
     y = -min(t, _ARG_MAX)
     k = np.floor(y * _LOG2E + np.float32(0.5))
     r = (y - k * _LN2_HI) - k * _LN2_LO
