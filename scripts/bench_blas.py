@@ -3,8 +3,11 @@
 A layer's training step is mostly these products: per step the recurrent one forward,
 (B, H) @ (H, 4H), and back, (B, 4H) @ (4H, H); over all T steps at once the input projection,
 (T*B, I) @ (I, 4H), the input's gradient, (T*B, 4H) @ (4H, I), and the weight gradients,
-(4H, T*B) @ (T*B, I) and (4H, T*B) @ (T*B, H).  The last line per H adds them up as one
-training step does (the per-step ones T times).  The same float32 operands go through
+(4H, T*B) @ (T*B, I) and (4H, T*B) @ (T*B, H).  bptt runs the forward's product gate by gate,
+4 x (B, H) @ (H, H) (``kernels.gate_major``, ``compiled``), which OpenBLAS runs faster at these
+sizes; it is timed both ways.  The last line per H adds them up as one training step does (the
+per-step ones T times), each contender's forward product as it runs it: numpy's gate by gate,
+the peers' in one GEMM (as ``nn.LSTM`` and the scan do).  The same float32 operands go through
 ``np.matmul(..., out=)``, ``torch.mm(..., out=)`` and a jitted ``jnp.dot``; each round runs every
 contender, in the orders of ``bench_rnn.orders``; the table gives median times, GFLOP/s and the
 median ratios numpy / peer (above 1: numpy's BLAS is slower)::
@@ -28,26 +31,30 @@ from bench_rnn import _blas_threads, orders, pin_to_one_cpu, rounds, step_shape
 
 
 def _products(B, T, I, H):
-    """(name, M, K, N, times per training step) of each product of the step."""
-    return (("forward, per step", B, H, 4 * H, T), ("backward, per step", B, 4 * H, H, T),
-            ("input projection", T * B, I, 4 * H, 1), ("dx", T * B, 4 * H, I, 1),
-            ("dW_ih", 4 * H, T * B, I, 1), ("dW_hh", 4 * H, T * B, H, 1))
+    """(name, G, M, K, N, times per training step, whose total counts it) of each product of the
+    step: G products (M, K) @ (K, N) at once."""
+    return (("forward, per step", 1, B, H, 4 * H, T, "peers"),
+            ("forward, per step, gate by gate", 4, B, H, H, T, "numpy"),
+            ("backward, per step", 1, B, 4 * H, H, T, "all"),
+            ("input projection", 1, T * B, I, 4 * H, 1, "all"), ("dx", 1, T * B, 4 * H, I, 1, "all"),
+            ("dW_ih", 1, 4 * H, T * B, I, 1, "all"), ("dW_hh", 1, 4 * H, T * B, H, 1, "all"))
 
 
 def _contenders(a, b):
-    out = np.empty((a.shape[0], b.shape[1]), np.float32)
+    """The product a @ b (b (G, K, N) for G products at once) in numpy, PyTorch and JAX."""
+    out = np.empty(b.shape[:-2] + (a.shape[0], b.shape[-1]), np.float32)
     found = {"numpy": lambda: np.matmul(a, b, out=out)}
     try:
         import torch
         ta, tb, to = torch.from_numpy(a), torch.from_numpy(b), torch.empty(out.shape)
-        found["PyTorch"] = lambda: torch.mm(ta, tb, out=to)
+        found["PyTorch"] = lambda: torch.matmul(ta, tb, out=to)
     except ImportError:
         pass
     try:
         import jax
         import jax.numpy as jnp
         ja, jb = jnp.asarray(a), jnp.asarray(b)
-        dot = jax.jit(jnp.dot)
+        dot = jax.jit(jnp.matmul)
         found["JAX"] = lambda: dot(ja, jb).block_until_ready()
     except ImportError:
         pass
@@ -74,11 +81,11 @@ def main(sizes, batch, seq_len, input_size, reps):
     rng = np.random.default_rng(0)
     for H in (int(s) for s in sizes.split(",")):
         total = {}
-        for name, M, K, N, count in _products(batch, seq_len, input_size, H):
+        for name, G, M, K, N, count, counted in _products(batch, seq_len, input_size, H):
             a = rng.standard_normal((M, K)).astype(np.float32)
-            b = rng.standard_normal((K, N)).astype(np.float32)
+            b = rng.standard_normal((G, K, N) if G > 1 else (K, N)).astype(np.float32)
             runs = _contenders(a, b)
-            repeat = max(1, int(2e8 / (M * K * N)))     # about 0.4 GFLOP, some ms, per timing
+            repeat = max(1, int(2e8 / (G * M * K * N)))     # about 0.4 GFLOP, some ms, per timing
             for run in runs.values():
                 run()
             times = {n: [] for n in runs}
@@ -90,16 +97,18 @@ def main(sizes, batch, seq_len, input_size, reps):
                     for _ in range(repeat):
                         runs[n]()
                     times[n].append((time.perf_counter() - start) / repeat)
-            flops = 2 * M * K * N
+            flops = 2 * G * M * K * N
 
             def cell(n):
                 t = statistics.median(times[n])
                 return f"{t * 1e6:.1f} ({flops / t / 1e9:.0f})"
             for n in names:
-                total[n] = total.get(n, 0.0) + count * statistics.median(times[n])
+                if counted == "all" or (n == "numpy") == (counted == "numpy"):
+                    total[n] = total.get(n, 0.0) + count * statistics.median(times[n])
             for peer in names[1:]:
                 ratio = statistics.median(x / y for x, y in zip(times["numpy"], times[peer]))
-                click.echo(f"| {H} | {name} | {M} x {K} x {N} | {cell('numpy')} | {peer} | {cell(peer)} "
+                shape = f"{G} x " * (G > 1) + f"{M} x {K} x {N}"
+                click.echo(f"| {H} | {name} | {shape} | {cell('numpy')} | {peer} | {cell(peer)} "
                            f"| {ratio:.2f} |")
         for peer in names[1:]:
             click.echo(f"| {H} | all of a training step | | {total['numpy'] * 1e3:.2f} ms | {peer} | "

@@ -44,8 +44,8 @@ __all__ = ["available", "use", "enabled", "is_enabled", "handles", "lstm_forward
 #: Layers of at most this many units a step (B * H) run all their steps in one compiled loop,
 #: the recurrent products through numba's BLAS; larger ones run their steps from Python, each
 #: step numpy's GEMM and one compiled call.  ``scripts/bench_compiled.py`` (T = 50, float32, one
-#: thread) puts the loop at 0.3-0.85x the time of the steps from Python up to 1024 units;
-#: beyond, at 0.75-1.0x for H <= 64 but 1.05-1.35x for H >= 128 (numba's BLAS is slower than
+#: thread) puts the loop at 0.3-0.9x the time of the steps from Python up to 1024 units;
+#: beyond, at 0.9-1.0x for H <= 128 but 1.15-1.85x at H = 512 (numba's BLAS is slower than
 #: numpy's for the larger products).
 LOOP_UNITS = 1024
 #: float64 layers of more than this many units a step stay on the numpy kernels: in float64 the
