@@ -195,8 +195,9 @@ def lstm_forward(x, state, weights, reverse):
     cs[0] = c0
     h0 = np.ascontiguousarray(h0)
     # the recurrent product gate by gate, G = 4 products (B, H) @ (H, H) into (4, B, H): OpenBLAS
-    # runs them up to 1.6x faster than one (B, H) @ (H, 4H) (as fast from H = 256 on); at B = 1
-    # one GEMV, G = 1, whose (1, 1, 4H) result is the same memory as (4, 1, H)
+    # runs them 1.5x faster than one (B, H) @ (H, 4H) at B = 32, H = 128 (``bench_blas.py``), as
+    # fast at H = 32, 8% slower at 512; at B = 1 one GEMV, G = 1, whose (1, 1, 4H) result is the
+    # same memory as (4, 1, H)
     G = 1 if B == 1 else 4
     w_hh = np.ascontiguousarray(w_hh)
     w_r = kernels.scratch("lstm.compiled.w_r", (G, H, 4 * H // G), dtype)
