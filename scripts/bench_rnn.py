@@ -72,9 +72,9 @@ def _compiled(step):
     """``step`` on the compiled LSTM kernels (``bptt.nn.compiled``)."""
     from bptt.nn import compiled
 
-    def run():
+    def run(*args):
         with compiled.enabled():
-            step()
+            return step(*args)
     return run
 
 

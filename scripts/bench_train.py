@@ -21,7 +21,7 @@ import time
 import click
 import numpy as np
 
-from bench_rnn import _blas_threads, orders, pin_to_one_cpu, rounds
+from bench_rnn import _blas_threads, _compiled, orders, pin_to_one_cpu, rounds
 
 
 def _bptt_update(config):
@@ -38,16 +38,6 @@ def _bptt_update(config):
         trainer.reset_state()
         return trainer.run(x, y, mask)[0]["loss"]
     return config, task, model, update
-
-
-def _compiled(update):
-    """``update`` on the compiled LSTM kernels (``bptt.nn.compiled``)."""
-    from bptt.nn import compiled
-
-    def run(batch):
-        with compiled.enabled():
-            return update(batch)
-    return run
 
 
 def _torch_update(torch, model, config):

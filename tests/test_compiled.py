@@ -211,6 +211,23 @@ def test_float32_activations_within_their_ulps():
     assert np.isnan(s[4])
 
 
+def test_fixed_weights_lays_the_weights_out_once(rng, monkeypatch, both_paths):
+    """Within ``kernels.fixed_weights`` (a checkpointed layer's passes) the compiled forward lays
+    a weight set out once, as the numpy kernels do, with the same results."""
+    from bptt.nn import kernels
+    x, state, weights = _case(rng, 5, 3, 2, 8, np.float32, True)
+    plain = compiled.lstm_forward(x, state, weights, False)[0].copy()
+    made = []
+    layout = compiled._layout
+    monkeypatch.setattr(compiled, "_layout", lambda *a: made.append(1) or layout(*a))
+    with kernels.fixed_weights():
+        for _ in range(3):
+            np.testing.assert_array_equal(compiled.lstm_forward(x, state, weights, False)[0], plain)
+    assert len(made) == 1
+    compiled.lstm_forward(x, state, weights, False)
+    assert len(made) == 2          # freed with the block
+
+
 def test_backward_follows_its_forward_across_a_switch(rng):
     """Residuals say which path made them: a forward's backward runs there, whatever the setting
     is by then (the compiled path is off in one order, on in the other)."""

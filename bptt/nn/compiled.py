@@ -188,7 +188,6 @@ def lstm_forward(x, state, weights, reverse):
     jitted = _jit()
     # the biases are added in the loops, not in a pass of their own over all T steps' gates
     gates = kernels.project(x, w_ih, None, None, out=kernels.pooled("lstm.compiled.gates", (T * B, 4 * H), dtype))
-    bias = np.zeros(4 * H, dtype) if b_ih is None else b_ih + b_hh
     ys = kernels.pooled("lstm.compiled.ys", (T, B, H), dtype)
     tcs = kernels.pooled("lstm.compiled.tcs", (T, B, H), dtype)
     cs = kernels.pooled("lstm.compiled.cs", (T + 1, B, H), dtype)
@@ -199,10 +198,8 @@ def lstm_forward(x, state, weights, reverse):
     # fast at H = 32, 8% slower at 512; at B = 1 one GEMV, G = 1, whose (1, 1, 4H) result is the
     # same memory as (4, 1, H)
     G = 1 if B == 1 else 4
-    w_hh = np.ascontiguousarray(w_hh)
-    w_r = kernels.scratch("lstm.compiled.w_r", (G, H, 4 * H // G), dtype)
-    for g in range(G):
-        jitted.transpose(w_hh[g * (4 * H // G):(g + 1) * (4 * H // G)], w_r[g])
+    w_r, bias = kernels.laid_out(("lstm.compiled", dtype, G), weights,
+                                 lambda kept: _layout(jitted, w_hh, b_ih, b_hh, G, kept))
     prod = kernels.scratch("lstm.compiled.step", (G, B, 4 * H // G), dtype)
     r = prod.reshape(4, B, H)
     if B * H <= LOOP_UNITS:
@@ -216,6 +213,20 @@ def lstm_forward(x, state, weights, reverse):
             h = Y[s]
     res = Residuals((x, h0, w_ih, w_hh, reverse, gates, cs, tcs, ys, b_ih is not None))
     return ys, (kernels.in_step_order(ys, reverse)[-1], cs[T]), res
+
+
+def _layout(jitted, w_hh, b_ih, b_hh, G, kept):
+    """``(w_r, bias)`` the compiled forward multiplies by and adds: w_r (G, H, 4H / G) the
+    transposes of w_hh's G row blocks (in a scratch buffer unless ``kept``), bias b_ih + b_hh
+    (zeros without biases)."""
+    H = w_hh.shape[1]
+    n = 4 * H // G
+    w_hh = np.ascontiguousarray(w_hh)
+    shape = (G, H, n)
+    w_r = np.empty(shape, w_hh.dtype) if kept else kernels.scratch("lstm.compiled.w_r", shape, w_hh.dtype)
+    for g in range(G):
+        jitted.transpose(w_hh[g * n:(g + 1) * n], w_r[g])
+    return w_r, np.zeros(4 * H, w_hh.dtype) if b_ih is None else b_ih + b_hh
 
 
 def lstm_backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):

@@ -217,34 +217,47 @@ def fixed_weights():
             _fixed.cache = None
 
 
+def laid_out(key, weights, make):
+    """``make(kept)``, the layout of ``weights`` (four arrays or None) that a kernel multiplies
+    by; within ``fixed_weights`` made once per ``key`` (the kernel's name and what fixes the
+    layout's form) and weight arrays, and reused.  ``kept`` says whether the layout outlives the
+    call (then it must own its arrays; otherwise it may use ``scratch``).
+
+    The key is one literal tuple of ``key`` and the arrays' ids (``tuple(map(id, ...))`` leaves
+    small tuples on CPython's free lists, which a traced peak counts); the entry holds the
+    arrays, so their ids are not reused while it lives.
+    """
+    cache = getattr(_fixed, "cache", None)
+    if cache is None:
+        return make(False)
+    w0, w1, w2, w3 = weights
+    full = (key, id(w0), id(w1), id(w2), id(w3))
+    if full not in cache:
+        cache[full] = (weights, make(True))
+    return cache[full][1]
+
+
 def _gate_weights(w_ih, w_hh, b_ih, b_hh, scale, order, name, fold, dtype, layout):
     """``(w_in, w_t, b)`` as ``gate_major`` multiplies by them, permuted, scaled and transposed
-    for ``layout`` ('row', 'wide' or 'gates'); cached within ``fixed_weights``."""
-    cache = getattr(_fixed, "cache", None)
-    if cache is not None:
-        # one literal tuple: a name's scale, order and fold are fixed; the entry holds the
-        # arrays, so their ids are not reused while it lives
-        key = (name, dtype, layout, id(w_ih), id(w_hh), id(b_ih), id(b_hh))
-        if key in cache:
-            return cache[key][1]
-    GH, H = w_hh.shape
-    G, I = GH // H, w_ih.shape[1]
-    order = list(order)
-    scale = scale.reshape(G, H, 1)[order]
-    wi, wh = w_ih.reshape(G, H, I)[order], w_hh.reshape(G, H, H)[order]    # permuted copies
-    b = None if b_ih is None else ((b_ih + b_hh * fold).reshape(G, H, 1)[order] * scale).reshape(GH)
-    if layout == "row":   # transposes of row-major arrays: a GEMV over the other layout sums in another order
-        w_t = np.multiply(wh, scale, out=wh).reshape(GH, H).T
-    else:               # scaled straight into the (G, H, H) layout the batched GEMMs read
-        w_t = np.multiply(wh.transpose(0, 2, 1), scale.transpose(0, 2, 1), out=np.empty((G, H, H), dtype))
-    if layout == "gates":
-        w_in = np.multiply(wi.transpose(0, 2, 1), scale.transpose(0, 2, 1), out=np.empty((G, I, H), dtype))
-    else:
-        w_in = np.multiply(wi, scale, out=wi).reshape(GH, I).T
-    out = (w_in, w_t, b)
-    if cache is not None:
-        cache[key] = ((w_ih, w_hh, b_ih, b_hh), out)
-    return out
+    for ``layout`` ('row', 'wide' or 'gates'); cached within ``fixed_weights`` (a name's scale,
+    order and fold are the same on every call)."""
+    def make(kept):
+        GH, H = w_hh.shape
+        G, I = GH // H, w_ih.shape[1]
+        perm = list(order)
+        s = scale.reshape(G, H, 1)[perm]
+        wi, wh = w_ih.reshape(G, H, I)[perm], w_hh.reshape(G, H, H)[perm]    # permuted copies
+        b = None if b_ih is None else ((b_ih + b_hh * fold).reshape(G, H, 1)[perm] * s).reshape(GH)
+        if layout == "row":   # transposes of row-major arrays: a GEMV over the other layout sums in another order
+            w_t = np.multiply(wh, s, out=wh).reshape(GH, H).T
+        else:               # scaled straight into the (G, H, H) layout the batched GEMMs read
+            w_t = np.multiply(wh.transpose(0, 2, 1), s.transpose(0, 2, 1), out=np.empty((G, H, H), dtype))
+        if layout == "gates":
+            w_in = np.multiply(wi.transpose(0, 2, 1), s.transpose(0, 2, 1), out=np.empty((G, I, H), dtype))
+        else:
+            w_in = np.multiply(wi, s, out=wi).reshape(GH, I).T
+        return w_in, w_t, b
+    return laid_out((name, dtype, layout), (w_ih, w_hh, b_ih, b_hh), make)
 
 
 #: The backward loops work through blocks of steps whose temporaries fill about this many bytes.
