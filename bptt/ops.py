@@ -759,6 +759,34 @@ class mean:
 
 
 @primitive
+class squared_distance:
+    """The sum of the squared differences, ``sum((a - b) ** 2)``: the squared-error losses' sum
+    in one pass each way (composed of sub, mul and sum, it takes five passes over the inputs and
+    three full-size temporaries)."""
+    examples = binary()
+
+    @staticmethod
+    def fwd(a, b):
+        d = np.asarray(np.subtract(a, b))
+        return np.sum(np.square(d, out=d)), (a, b)
+
+    @staticmethod
+    def bwd(res, g, needs):
+        a, b = res
+        da = np.subtract(a, b)
+        da *= 2 * g
+        return (da if needs[0] else None), (-da if needs[1] else None)
+
+    @staticmethod
+    def jvp(res, ts):
+        a, b = res
+        d = np.subtract(a, b)
+        t = _plus(*(_lift(t, d.ndim) if t is None or k == 0 else -_lift(t, d.ndim)
+                    for k, t in enumerate(ts)))
+        return None if t is None else 2 * np.sum(t * d, axis=tuple(range(1, t.ndim)))
+
+
+@primitive
 class reduce_max:
     """Maximum over axes; tied maxima share the cotangent equally."""
     name = "max"

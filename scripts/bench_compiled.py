@@ -4,9 +4,10 @@ the steps against each other: kernels only.
 One forward and backward of an LSTM layer (``compiled.lstm_forward``/``lstm_backward`` called
 directly) over a grid of batch sizes B and hidden sizes H, T steps, I inputs.  Contenders
 alternate within every round; each table gives a median ratio over rounds (below 1: the first
-is faster).  The first compares the compiled kernels, as ``LOOP_UNITS`` dispatches them, with
-``bptt.nn.cells.lstm``'s numpy kernels; the second all steps in one compiled loop with steps
-run from Python, the crossover that ``bptt.nn.compiled.LOOP_UNITS`` (B x H) is set from::
+is faster).  The first compares the compiled kernels, as ``LOOP_MACS`` dispatches them, with
+``bptt.nn.cells.lstm``'s numpy kernels; the next two, forward and backward apart, all steps in
+one compiled loop with steps run from Python, the crossovers that ``bptt.nn.compiled.LOOP_MACS``
+is set from::
 
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. python scripts/bench_compiled.py
 
@@ -26,18 +27,31 @@ from bptt.nn import compiled
 from bptt.nn.cells import lstm
 
 
-def _window(forward, backward, x, state, weights, gy, loop_units=None):
+def _window(forward, backward, x, state, weights, gy, loop_macs=None):
     def run():
-        if loop_units is not None:
-            compiled.LOOP_UNITS = loop_units
+        if loop_macs is not None:
+            compiled.LOOP_MACS = loop_macs
         _, _, res = forward(x, state, weights, False)
         backward(res, gy, state, True, True, True)
     return run
 
 
+def _pass(backward, x, state, weights, gy, loop_macs):
+    """One compiled pass, the forward or (from one forward's residuals) the backward."""
+    res = compiled.lstm_forward(x, state, weights, False)[2]
+
+    def run():
+        compiled.LOOP_MACS = loop_macs
+        if backward:
+            compiled.lstm_backward(res, gy, state, True, True, True)
+        else:
+            compiled.lstm_forward(x, state, weights, False)
+    return run
+
+
 def _table(title, names, make, Bs, Hs, reps):
     """Rows over H, columns over B: the median over ``reps`` rounds of time(names[0]) /
-    time(names[1]), ``make(B, H)`` giving the two runs by name."""
+    time(names[1]), ``make(B, H)`` giving the two runs by name (None: a "-" in the table)."""
     click.echo(f"\n{title}\n")
     click.echo("| H \\ B | " + " | ".join(map(str, Bs)) + " |")
     click.echo("|---" * (len(Bs) + 1) + "|")
@@ -45,6 +59,9 @@ def _table(title, names, make, Bs, Hs, reps):
         row = []
         for B in Bs:
             runs = make(B, H)
+            if runs is None:
+                row.append("-")
+                continue
             for run in runs.values():    # warm up: pooled buffers, first-call dispatch
                 run()
             ratios = []
@@ -67,7 +84,7 @@ def _table(title, names, make, Bs, Hs, reps):
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--reps", default=21, show_default=True, help="Rounds per shape.")
 def main(batches, sizes, T, I, dtype, reps):
-    """Median ratios compiled / numpy and loop / steps per (B, H)."""
+    """Median ratios compiled / numpy and, per pass, loop / steps per (B, H)."""
     if not compiled.available():
         raise click.ClickException("needs numba: pip install 'bptt[compiled]'")
     compiled.use(True)          # compiles the loops (or loads them from numba's cache) once
@@ -78,7 +95,7 @@ def main(batches, sizes, T, I, dtype, reps):
     env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
                                                                   "OPENBLAS_L2_SIZE"))
     click.echo(f"LSTM forward+backward, T={T}, I={I}, {dtype}; {reps} rounds; {env}")
-    units = compiled.LOOP_UNITS
+    macs = compiled.LOOP_MACS
 
     def case(B, H):
         x = rng.standard_normal((T, B, I)).astype(dt)
@@ -90,16 +107,23 @@ def main(batches, sizes, T, I, dtype, reps):
     def against_numpy(B, H):
         args = case(B, H)
         return {"numpy": _window(lstm._forward, lstm._backward, *args),
-                "compiled": _window(compiled.lstm_forward, compiled.lstm_backward, *args, loop_units=units)}
+                "compiled": _window(compiled.lstm_forward, compiled.lstm_backward, *args, loop_macs=macs)}
 
-    def loop_or_steps(B, H):
-        args = case(B, H)
-        return {"loop": _window(compiled.lstm_forward, compiled.lstm_backward, *args, loop_units=1 << 62),
-                "steps": _window(compiled.lstm_forward, compiled.lstm_backward, *args, loop_units=0)}
-    _table(f"compiled (LOOP_UNITS = {units}) / numpy", ("compiled", "numpy"), against_numpy, Bs, Hs, reps)
-    _table("all steps in one compiled loop / steps from Python", ("loop", "steps"), loop_or_steps, Bs, Hs, reps)
-    compiled.LOOP_UNITS = units
-    click.echo(f"\nbptt.nn.compiled.LOOP_UNITS = {units} (B x H)")
+    def loop_or_steps(backward):
+        def make(B, H):
+            if backward and B == 1:         # it loops either way
+                return None
+            args = case(B, H)
+            return {"loop": _pass(backward, *args, 1 << 62), "steps": _pass(backward, *args, 0)}
+        return make
+    _table(f"compiled (LOOP_MACS = 2^{macs.bit_length() - 1}) / numpy", ("compiled", "numpy"),
+           against_numpy, Bs, Hs, reps)
+    for backward, name in ((False, "forward"), (True, "backward")):
+        _table(f"{name}: all steps in one compiled loop / steps from Python", ("loop", "steps"),
+               loop_or_steps(backward), Bs, Hs, reps)
+    compiled.LOOP_MACS = macs
+    click.echo(f"\nbptt.nn.compiled.LOOP_MACS = 2^{macs.bit_length() - 1} multiply-adds a step (4 B H^2): "
+               "the forward loops up to it, the backward up to a quarter of it, and at B = 1")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ F32_TOL = 1e-5
 @pytest.fixture(params=["loop", "steps"])
 def both_paths(request, monkeypatch):
     """Each layer runs all its steps in one compiled loop ("loop"), or step by step from Python
-    ("steps"), whatever its size."""
-    monkeypatch.setattr(compiled, "LOOP_UNITS", 1 << 30 if request.param == "loop" else 0)
+    ("steps"), whatever its size (a backward at B = 1 always loops)."""
+    monkeypatch.setattr(compiled, "LOOP_MACS", 1 << 62 if request.param == "loop" else 0)
     return request.param
 
 
@@ -169,7 +169,7 @@ def test_which_calls_run_compiled(rng):
     H = 8
     for B, dtype, expected in ((2, np.float32, True), (compiled.FLOAT64_UNITS // H, np.float64, True),
                                (compiled.FLOAT64_UNITS // H + 1, np.float64, False),
-                               (compiled.LOOP_UNITS // H + 1, np.float32, True), (2, np.float16, False)):
+                               (compiled.LOOP_MACS // (4 * H * H) + 1, np.float32, True), (2, np.float16, False)):
         x, state, weights = _case(rng, 3, B, 2, H, dtype, True)
         with compiled.enabled():
             res = lstm._forward(x, state, weights, False)[2]

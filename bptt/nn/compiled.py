@@ -6,9 +6,9 @@ is a GEMM and about a dozen ufunc calls, each a pass over the step's gates; here
 work of a step (the gates' activations, c, tanh(c) and h; back, the gates' cotangents and dc) is
 one jitted loop per batch entry, which LLVM vectorises: in float32 the sigmoid and tanh are
 computed inline from one exp each (``_sigmoid32``, ``_tanh32``, within 2.5 ulps) instead of by
-libm, whose calls take one element at a time.  Small layers (``LOOP_UNITS``) run all their steps
+libm, whose calls take one element at a time.  Small layers (``LOOP_MACS``) run all their steps
 in one jitted loop (``nogil``), the recurrent product through numba's ``np.dot``; larger ones run
-their steps from Python, each one numpy GEMM and one jitted call.  What numpy does well stays in
+their steps from Python, each step numpy's GEMMs and one jitted call.  What numpy does well stays in
 numpy: the input projections of all T steps in one GEMM first, and each weight gradient in one
 GEMM over all steps after (``kernels.weight_grads``).  The formulas are PyTorch's, gate order
 i, f, g, o; every buffer is in the inputs' dtype; the residuals and temporaries come from
@@ -39,15 +39,18 @@ from bptt.config import ConfigError
 from bptt.nn import kernels
 
 __all__ = ["available", "use", "enabled", "is_enabled", "handles", "lstm_forward", "lstm_backward",
-           "Residuals", "LOOP_UNITS", "FLOAT64_UNITS"]
+           "Residuals", "LOOP_MACS", "FLOAT64_UNITS"]
 
-#: Layers of at most this many units a step (B * H) run all their steps in one compiled loop,
-#: the recurrent products through numba's BLAS; larger ones run their steps from Python, each
-#: step numpy's GEMM and one compiled call.  ``scripts/bench_compiled.py`` (T = 50, float32, one
-#: thread) puts the loop at 0.3-0.9x the time of the steps from Python up to 1024 units;
-#: beyond, at 0.9-1.0x for H <= 128 but 1.15-1.85x at H = 512 (numba's BLAS is slower than
-#: numpy's for the larger products).
-LOOP_UNITS = 1024
+#: A pass runs all its steps in one compiled loop when a step's recurrent product is small, the
+#: product then through numba's BLAS; otherwise its steps run from Python, each step numpy's GEMMs
+#: and one compiled call.  The forward loops up to ``LOOP_MACS`` multiply-adds a step (4 B H^2),
+#: the backward up to a quarter of that: from Python it runs the product gate by gate, four
+#: (B, H) @ (H, H) on strided views of the gates' cotangents, which numba's ``np.dot`` would copy,
+#: and OpenBLAS runs those 1.2-2.5x faster than one (B, 4H) @ (4H, H) there.  At B = 1 (one GEMV
+#: either way) the backward always loops.  ``scripts/bench_compiled.py`` (T = 50, float32, one
+#: thread) gives loop / steps per pass: forward 0.88-0.97 up to 2^21 (B = 32, H = 128), 1.03-1.44
+#: at 2^22; backward 0.76-0.92 up to 2^19, 1.11-2.4 at 2^20, 0.62-0.95 at B = 1 up to H = 2048.
+LOOP_MACS = 2 ** 21
 #: float64 layers of more than this many units a step stay on the numpy kernels: in float64 the
 #: activations are libm's, one element at a time, and numpy's vectorised ones win beyond
 #: (``bench_compiled.py --dtype float64``: 0.2-0.9x up to 256 units, 0.9-1.0x at 512, 1.0-1.3x
@@ -202,7 +205,7 @@ def lstm_forward(x, state, weights, reverse):
                                  lambda kept: _layout(jitted, w_hh, b_ih, b_hh, G, kept))
     prod = kernels.scratch("lstm.compiled.step", (G, B, 4 * H // G), dtype)
     r = prod.reshape(4, B, H)
-    if B * H <= LOOP_UNITS:
+    if 4 * B * H * H <= LOOP_MACS:
         jitted.forward_steps(gates, bias, w_r, h0, cs, tcs, ys, prod, r, reverse)
     else:
         A, Y, TC = (kernels.in_step_order(a, reverse) for a in (gates, ys, tcs))
@@ -237,23 +240,33 @@ def lstm_backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     dtype = ys.dtype
     jitted = _jit()
     dgates = kernels.scratch("lstm.compiled.dgates", (T, B, 4 * H), dtype)
-    dh = np.array(gstate[0], dtype=dtype, order="C", copy=True)
     dc = np.array(gstate[1], dtype=dtype, order="C", copy=True)
     w_hh = np.ascontiguousarray(w_hh)
     db = np.zeros(4 * H)            # summed in float64 as the loops go, rounded once
-    if B * H <= LOOP_UNITS:
+    # dh, the cotangent of a step's h, is r.sum(axis=0), which the rows add up as they read it:
+    # from Python, r (4, B, H) holds the recurrent product gate by gate, G = 4 products of the
+    # gates' cotangents (B, H) by w_hh's blocks (H, H) (``LOOP_MACS``); in the loop, one
+    # product in r[0], r[1:] zeros
+    r = kernels.scratch("lstm.compiled.back", (4, B, H), dtype)
+    r[0] = gstate[0]
+    r[1:] = 0
+    if B == 1 or 16 * B * H * H <= LOOP_MACS:
         # without gy the loop never reads it: an empty array keeps one specialisation per dtype
         gy_c = np.empty((0, 0, 0), dtype) if gy is None else np.ascontiguousarray(gy, dtype)
-        jitted.backward_steps(gates, cs, tcs, gy_c, gy is not None, w_hh, dgates, dh, dc, db, reverse,
+        jitted.backward_steps(gates, cs, tcs, gy_c, gy is not None, w_hh, dgates, r, dc, db, reverse,
                               dtype.type(1))
     else:
         A, TC, DG = (kernels.in_step_order(a, reverse) for a in (gates, tcs, dgates))
         GY = None if gy is None else kernels.in_step_order(gy, reverse)
+        # step s's gate cotangents gate by gate, (4, B, H) views of DG[s], and w_hh's blocks
+        DG4 = kernels.in_step_order(dgates.reshape(T, B, 4, H).transpose(0, 2, 1, 3), reverse)
+        w4 = w_hh.reshape(4, H, H)
         for s in range(T - 1, -1, -1):
             if GY is not None:
-                dh += GY[s]
-            jitted.backward_rows(A[s], DG[s], cs[s], TC[s], dh, dc, db, dtype.type(1))
-            np.matmul(DG[s], w_hh, out=dh)
+                r[0] += GY[s]
+            jitted.backward_rows(A[s], DG[s], cs[s], TC[s], r, dc, db, dtype.type(1))
+            np.matmul(DG4[s], w4, out=r)
+    dh = np.add.reduce(r, axis=0)        # in the rows' order
     dx, dw_ih, dw_hh = kernels.weight_grads(x, w_ih, dgates, dgates, ys, h0, reverse,
                                             need_x, need_w_ih, need_w_hh)
     db = db.astype(dtype) if has_bias else None
@@ -395,37 +408,39 @@ def _forward_row(a, bias, r, c_prev, c, tc, h, b):
         h[b, j] = a[b, 3 * H + j] * tc[b, j]
 
 
-def _backward_steps(gates, cs, tcs, gy, has_gy, w_hh, dgates, dh, dc, db, reverse, one):
-    """The backward recursion: ``dh``, ``dc`` (B, H) hold the final state's cotangents on entry
-    and the initial state's on return; fills ``dgates`` (T, B, 4H), the pre-activations'
-    cotangents in time order, and adds their sum over steps and batch to ``db`` (4H, float64)."""
+def _backward_steps(gates, cs, tcs, gy, has_gy, w_hh, dgates, r, dc, db, reverse, one):
+    """The backward recursion: ``r[0]`` and ``dc`` (B, H) hold the final state's cotangents on
+    entry (r[1:] zeros, and left so), and the initial state's on return; fills ``dgates``
+    (T, B, 4H), the pre-activations' cotangents in time order, and adds their sum over steps and
+    batch to ``db`` (4H, float64)."""
     T = gates.shape[0]
     for s in range(T - 1, -1, -1):
         k = T - 1 - s if reverse else s
         if has_gy:
-            dh += gy[k]
-        _backward_rows(gates[k], dgates[k], cs[s], tcs[k], dh, dc, db, one)
-        np.dot(dgates[k], w_hh, dh)
+            r[0] += gy[k]
+        _backward_rows(gates[k], dgates[k], cs[s], tcs[k], r, dc, db, one)
+        np.dot(dgates[k], w_hh, r[0])
 
 
-def _backward_rows(a, d, c_prev, tc, dh, dc, db, one):
+def _backward_rows(a, d, c_prev, tc, r, dc, db, one):
     """One step back, batch entry by batch entry: from the gates a (B, 4H), c_prev and tanh(c),
-    and the cotangents dh and dc (B, H) of the step's h and c, the gates' d (B, 4H), added to db
-    (4H); dc becomes c_prev's."""
+    and the cotangents of the step's h, r.sum(axis=0) (r (4, B, H)), and of its c, dc (B, H), the
+    gates' d (B, 4H), added to db (4H); dc becomes c_prev's."""
     for b in range(a.shape[0]):
-        _backward_row(a, d, c_prev, tc, dh, dc, db, one, b)
+        _backward_row(a, d, c_prev, tc, r, dc, db, one, b)
 
 
-def _backward_row(a, d, c_prev, tc, dh, dc, db, one, b):
+def _backward_row(a, d, c_prev, tc, r, dc, db, one, b):
     """``_backward_rows`` for batch entry b."""
-    H = dh.shape[1]
+    H = dc.shape[1]
     for j in range(H):
         i, f, g, o = a[b, j], a[b, H + j], a[b, 2 * H + j], a[b, 3 * H + j]
-        dcj = dc[b, j] + dh[b, j] * ((one - tc[b, j] * tc[b, j]) * o)
+        dhj = r[0, b, j] + r[1, b, j] + r[2, b, j] + r[3, b, j]
+        dcj = dc[b, j] + dhj * ((one - tc[b, j] * tc[b, j]) * o)
         di = dcj * (g * (i - i * i))
         df = dcj * (c_prev[b, j] * (f - f * f))
         dg = dcj * (i * (one - g * g))
-        do = dh[b, j] * (tc[b, j] * (o - o * o))
+        do = dhj * (tc[b, j] * (o - o * o))
         d[b, j], d[b, H + j], d[b, 2 * H + j], d[b, 3 * H + j] = di, df, dg, do
         db[j] += di
         db[H + j] += df

@@ -79,8 +79,11 @@ def mse_loss(input, target, reduction="mean"):
     input (*), target (*) -> () or (*)
     """
     input, target = _pair("mse_loss", input, target, reduction)
-    d = input - target
-    return _reduce(d * d, reduction)
+    if reduction == "none":
+        d = input - target
+        return d * d
+    total = ops.squared_distance(input, target)
+    return total if reduction == "sum" else total / np.size(input)
 
 
 def l1_loss(input, target, reduction="mean"):
