@@ -4,10 +4,12 @@ A layer's training step is mostly these products: per step the recurrent one for
 (B, H) @ (H, 4H), and back, (B, 4H) @ (4H, H); over all T steps at once the input projection,
 (T*B, I) @ (I, 4H), the input's gradient, (T*B, 4H) @ (4H, I), and the weight gradients,
 (4H, T*B) @ (T*B, I) and (4H, T*B) @ (T*B, H).  bptt runs the forward's product gate by gate,
-4 x (B, H) @ (H, H) (``kernels.gate_major``, ``compiled``), which OpenBLAS runs faster at these
-sizes; it is timed both ways.  The last line per H adds them up as one training step does (the
-per-step ones T times), each contender's forward product as it runs it: numpy's gate by gate,
-the peers' in one GEMM (as ``nn.LSTM`` and the scan do).  The same float32 operands go through
+4 x (B, H) @ (H, H) (``kernels.gate_major``, ``compiled``), and the compiled backward's too,
+4 x (B, H) @ (H, H) on strided views of the gates' cotangents, which OpenBLAS runs faster at
+these sizes; both are timed both ways.  The last line per H adds them up as one training step
+does (the per-step ones T times), each contender's per-step products as it runs them: numpy's
+gate by gate, as the compiled kernels run them, the peers' in one GEMM each (as ``nn.LSTM`` and
+the scan do).  The same float32 operands go through
 ``np.matmul(..., out=)``, ``torch.mm(..., out=)`` and a jitted ``jnp.dot``; each round runs every
 contender, in the orders of ``bench_rnn.orders``; the table gives median times, GFLOP/s and the
 median ratios numpy / peer (above 1: numpy's BLAS is slower)::
@@ -32,17 +34,19 @@ from bench_rnn import _blas_threads, orders, pin_to_one_cpu, rounds, step_shape
 
 def _products(B, T, I, H):
     """(name, G, M, K, N, times per training step, whose total counts it) of each product of the
-    step: G products (M, K) @ (K, N) at once."""
+    step: G products (M, K) @ (K, N) at once, the G left factors column blocks of one (M, G K)
+    array for the backward's."""
     return (("forward, per step", 1, B, H, 4 * H, T, "peers"),
             ("forward, per step, gate by gate", 4, B, H, H, T, "numpy"),
-            ("backward, per step", 1, B, 4 * H, H, T, "all"),
+            ("backward, per step", 1, B, 4 * H, H, T, "peers"),
+            ("backward, per step, gate by gate", 4, B, H, H, T, "numpy"),
             ("input projection", 1, T * B, I, 4 * H, 1, "all"), ("dx", 1, T * B, 4 * H, I, 1, "all"),
             ("dW_ih", 1, 4 * H, T * B, I, 1, "all"), ("dW_hh", 1, 4 * H, T * B, H, 1, "all"))
 
 
 def _contenders(a, b):
     """The product a @ b (b (G, K, N) for G products at once) in numpy, PyTorch and JAX."""
-    out = np.empty(b.shape[:-2] + (a.shape[0], b.shape[-1]), np.float32)
+    out = np.empty(b.shape[:-2] + (a.shape[-2], b.shape[-1]), np.float32)
     found = {"numpy": lambda: np.matmul(a, b, out=out)}
     try:
         import torch
@@ -83,6 +87,8 @@ def main(sizes, batch, seq_len, input_size, reps):
         total = {}
         for name, G, M, K, N, count, counted in _products(batch, seq_len, input_size, H):
             a = rng.standard_normal((M, K)).astype(np.float32)
+            if G > 1 and name.startswith("backward"):
+                a = rng.standard_normal((M, G * K)).astype(np.float32).reshape(M, G, K).transpose(1, 0, 2)
             b = rng.standard_normal((G, K, N) if G > 1 else (K, N)).astype(np.float32)
             runs = _contenders(a, b)
             repeat = max(1, int(2e8 / (G * M * K * N)))     # about 0.4 GFLOP, some ms, per timing

@@ -96,6 +96,7 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     GY = None if gy is None else kernels.in_step_order(gy, reverse)
     dh = np.empty((B, H), dtype)
     rec = np.array(gstate[0], dtype=dtype, copy=True)
+    back = kernels.recurrent_back(w_hh, B)
     tmp = np.empty((B, H), dtype)
     for k in range(T - 1, -1, -1):
         if GY is None:
@@ -107,7 +108,7 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
         np.multiply(dh, Kn[k], out=dn)
         np.multiply(dn, R[k], out=DH[k, :, :H])
         np.multiply(dn, r[k], out=DH[k, :, 2 * H:])
-        np.matmul(DH[k], w_hh, out=rec)
+        back(DH[k], rec)
         np.multiply(dh, z[k], out=tmp)
         rec += tmp
     dxp[:, :, :2 * H] = dhp[:, :, :2 * H]

@@ -85,6 +85,7 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     GY = None if gy is None else kernels.in_step_order(gy, reverse)
     dh = np.empty((B, H), dtype)
     rec = np.array(gstate[0], dtype=dtype, copy=True)
+    back = kernels.recurrent_back(w_hh, B)
     dc = np.array(gstate[1], dtype=dtype, copy=True)
     tmp = np.empty((B, H), dtype)
     # a step's factors (deriv 4, M 3, N and P: 9 blocks of B x H) and what they are made from
@@ -103,7 +104,7 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
             dc += tmp
             np.multiply(dc[:, None, :], M[j], out=DG4[k, :, :3])
             np.multiply(dh, N[j], out=DG4[k, :, 3])
-            np.matmul(DG[k], w_hh, out=rec)
+            back(DG[k], rec)
             dc *= A[k, 1]
     dx, dw_ih, dw_hh = kernels.weight_grads(x, w_ih, dgates, dgates, ys, h0, reverse,
                                             need_x, need_w_ih, need_w_hh)
