@@ -45,11 +45,13 @@ __all__ = ["available", "use", "enabled", "is_enabled", "handles", "lstm_forward
 #: product then through numba's BLAS; otherwise its steps run from Python, each step numpy's GEMMs
 #: and one compiled call.  The forward loops up to ``LOOP_MACS`` multiply-adds a step (4 B H^2),
 #: the backward up to a quarter of that: from Python it runs the product gate by gate, four
-#: (B, H) @ (H, H) on strided views of the gates' cotangents, which numba's ``np.dot`` would copy,
-#: and OpenBLAS runs those 1.2-2.5x faster than one (B, 4H) @ (4H, H) there.  At B = 1 (one GEMV
+#: (B, H) @ (H, H) on strided views of the gates' cotangents, which numba's ``np.dot`` would copy;
+#: OpenBLAS runs those 1.1-1.7x faster than one (B, 4H) @ (4H, H) at B = 32, H = 128, up to 2.3x
+#: at small batches (B = 2-8, H = 256-512), about as fast at B = 32, H = 512.  At B = 1 (one GEMV
 #: either way) the backward always loops.  ``scripts/bench_compiled.py`` (T = 50, float32, one
-#: thread) gives loop / steps per pass: forward 0.88-0.97 up to 2^21 (B = 32, H = 128), 1.03-1.44
-#: at 2^22; backward 0.76-0.92 up to 2^19, 1.11-2.4 at 2^20, 0.62-0.95 at B = 1 up to H = 2048.
+#: thread) gives loop / steps per pass: forward 0.32-0.95 up to 2^21 (B = 32, H = 128), 1.04-1.65
+#: beyond; backward 0.38-0.96 up to 2^19, 1.02-1.51 beyond; at B = 1 the backward's loop takes
+#: 0.62-0.95x the steps' time up to H = 2048 (T = 100).
 LOOP_MACS = 2 ** 21
 #: float64 layers of more than this many units a step stay on the numpy kernels: in float64 the
 #: activations are libm's, one element at a time, and numpy's vectorised ones win beyond
@@ -197,9 +199,9 @@ def lstm_forward(x, state, weights, reverse):
     cs[0] = c0
     h0 = np.ascontiguousarray(h0)
     # the recurrent product gate by gate, G = 4 products (B, H) @ (H, H) into (4, B, H): OpenBLAS
-    # runs them 1.5x faster than one (B, H) @ (H, 4H) at B = 32, H = 128 (``bench_blas.py``), as
-    # fast at H = 32, 8% slower at 512; at B = 1 one GEMV, G = 1, whose (1, 1, 4H) result is the
-    # same memory as (4, 1, H)
+    # runs them up to 1.5x faster than one (B, H) @ (H, 4H) at B = 32, H = 128 (``bench_blas.py``;
+    # as fast in some runs), 2-20% slower at 512; at B = 1 one GEMV, G = 1, whose (1, 1, 4H)
+    # result is the same memory as (4, 1, H)
     G = 1 if B == 1 else 4
     w_r, bias = kernels.laid_out(("lstm.compiled", dtype, G), weights,
                                  lambda kept: _layout(jitted, w_hh, b_ih, b_hh, G, kept))

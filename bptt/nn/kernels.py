@@ -26,7 +26,9 @@ These choices change where numbers are stored, not the arithmetic of any entry (
 products, the same ufuncs in the same order).  With OpenBLAS the results equal, bit for bit, those
 of one row-major GEMM per step over strided gate slices at the sizes tested (H a multiple of 16,
 among them every configuration of the README's results); at some other sizes the BLAS sums a
-per-gate product in another order, which moves the last bit.
+per-gate product in another order, which moves the last bit.  The exception is the backward's
+recurrent product from ``BACK_BY_GATE`` units on (``recurrent_back``): its gate-by-gate parts are
+summed after the GEMMs, not inside one, which rounds differently.
 
 ``reverse=True`` runs the recursion from the last timestep to the first (the backward direction
 of a bidirectional layer) while inputs and outputs stay in time order.  Every buffer takes the
