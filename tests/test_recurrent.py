@@ -60,6 +60,16 @@ def _grads(module, x, state):
         [p.grad for p in module.parameters()]
 
 
+def _assert_fused_equals_reference(module, x, state):
+    """The fused path's output and gradients equal the reference path's (float64)."""
+    results = []
+    for fused in (True, False):
+        module.fused = fused
+        results.append(_grads(module, x, state))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
 # -- cells --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -150,12 +160,7 @@ def test_sequence_fused_equals_reference(name, options, layout, given_state, rng
     module = nn.Recurrent(name, 3, 5, dtype=F64, **options, **layout)
     x = _tensor(rng, 6, 4, 3)
     state = _state(module, rng, 4 if not layout.get("batch_first") else 6, given_state)
-    results = []
-    for fused in (True, False):
-        module.fused = fused
-        results.append(_grads(module, x, state))
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+    _assert_fused_equals_reference(module, x, state)
 
 
 @settings(max_examples=8, deadline=None)
@@ -165,12 +170,7 @@ def test_fused_equals_reference_over_shapes(cell, T, B, I, H, seed):
     bptt.seed(seed)
     module = nn.Recurrent(cell, I, H, dtype=F64, bidirectional=True)
     x = _tensor(np.random.default_rng(seed), T, B, I)
-    results = []
-    for fused in (True, False):
-        module.fused = fused
-        results.append(_grads(module, x, None))
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+    _assert_fused_equals_reference(module, x, None)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -182,12 +182,7 @@ def test_backward_by_gate_equals_reference(cell, B, H, rng):
     module = nn.Recurrent(cell, 3, H, dtype=F64, bidirectional=True)
     x = _tensor(rng, 3, B, 3)
     state = _state(module, rng, B, True)
-    results = []
-    for fused in (True, False):
-        module.fused = fused
-        results.append(_grads(module, x, state))
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+    _assert_fused_equals_reference(module, x, state)
 
 
 def test_output_shapes_and_state_order(rng):
