@@ -760,9 +760,8 @@ class mean:
 
 @primitive
 class squared_distance:
-    """The sum of the squared differences, ``sum((a - b) ** 2)``: the squared-error losses' sum
-    in one pass each way (composed of sub, mul and sum, it takes five passes over the inputs and
-    three full-size temporaries)."""
+    """The sum of the squared differences, ``sum((a - b) ** 2)``, the squared-error losses' sum:
+    one full-size temporary each way (a's cotangent back), where sub, mul and sum make four."""
     examples = binary()
 
     @staticmethod
@@ -781,8 +780,8 @@ class squared_distance:
     def jvp(res, ts):
         a, b = res
         d = np.subtract(a, b)
-        t = _plus(*(_lift(t, d.ndim) if t is None or k == 0 else -_lift(t, d.ndim)
-                    for k, t in enumerate(ts)))
+        ta, tb = (_lift(t, d.ndim) for t in ts)
+        t = _plus(ta, None if tb is None else -tb)
         return None if t is None else 2 * np.sum(t * d, axis=tuple(range(1, t.ndim)))
 
 

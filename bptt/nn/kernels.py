@@ -279,8 +279,8 @@ def recurrent_back(w_hh, B):
     (H, H) on d's column blocks (strided views, no copies), whose parts are then summed: OpenBLAS
     runs one (B, G*H) @ (G*H, H) slowly at small B there.  A whole LSTM or GRU backward at
     T = 100, one thread, takes 0.49-0.57x the time this way at B = 2, H = 512, and 0.97-0.99x at
-    B = 8-32 and at H = 1024; at H = 256 0.55-1.11x, depending on B and the cell, and about
-    the same below.
+    B = 8-32 and at H = 1024; at H = 256 0.55-1.11x, depending on B and the cell, and at
+    H = 128 0.91-1.09x.
     """
     GH, H = w_hh.shape
     if B == 1 or H < BACK_BY_GATE:
