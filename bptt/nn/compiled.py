@@ -93,7 +93,7 @@ def _jit():
             # a division is IEEE's, without Python's check for zero, whose branch keeps LLVM from
             # vectorising a loop; "contract": multiply-adds fused
             jit = functools.partial(numba.njit, cache=True, error_model="numpy", fastmath={"contract"})
-            _activation_overloads(numba)
+            _overloads(numba)
             loops = [jit(nogil=True)(f) for f in (_transpose, _forward_steps, _forward_rows,
                                                   _backward_steps, _backward_rows)]
             globals().update(_pow2=_pow2_intrinsic(numba), _exp_neg32=jit(_exp_neg32),
@@ -245,19 +245,19 @@ def lstm_backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
     dc = np.array(gstate[1], dtype=dtype, order="C", copy=True)
     w_hh = np.ascontiguousarray(w_hh)
     db = np.zeros(4 * H)            # summed in float64 as the loops go, rounded once
-    # dh, the cotangent of a step's h, is r.sum(axis=0), which the rows add up as they read it:
-    # from Python, r (4, B, H) holds the recurrent product gate by gate, G = 4 products of the
-    # gates' cotangents (B, H) by w_hh's blocks (H, H) (``LOOP_MACS``); in the loop, one
-    # product in r[0], r[1:] zeros
-    r = kernels.scratch("lstm.compiled.back", (4, B, H), dtype)
-    r[0] = gstate[0]
-    r[1:] = 0
     if B == 1 or 16 * B * H * H <= LOOP_MACS:
+        dh = np.array(gstate[0], dtype=dtype, order="C", copy=True)
         # without gy the loop never reads it: an empty array keeps one specialisation per dtype
         gy_c = np.empty((0, 0, 0), dtype) if gy is None else np.ascontiguousarray(gy, dtype)
-        jitted.backward_steps(gates, cs, tcs, gy_c, gy is not None, w_hh, dgates, r, dc, db, reverse,
+        jitted.backward_steps(gates, cs, tcs, gy_c, gy is not None, w_hh, dgates, dh, dc, db, reverse,
                               dtype.type(1))
     else:
+        # the recurrent product gate by gate (``LOOP_MACS``): r (4, B, H) holds the products of
+        # the gates' cotangents (B, H) by w_hh's blocks (H, H), whose sum, the cotangent of the
+        # step's h, the rows add up as they read it
+        r = kernels.scratch("lstm.compiled.back", (4, B, H), dtype)
+        r[0] = gstate[0]
+        r[1:] = 0
         A, TC, DG = (kernels.in_step_order(a, reverse) for a in (gates, tcs, dgates))
         GY = None if gy is None else kernels.in_step_order(gy, reverse)
         # step s's gate cotangents gate by gate, (4, B, H) views of DG[s], and w_hh's blocks
@@ -268,7 +268,7 @@ def lstm_backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
                 r[0] += GY[s]
             jitted.backward_rows(A[s], DG[s], cs[s], TC[s], r, dc, db, dtype.type(1))
             np.matmul(DG4[s], w4, out=r)
-    dh = np.add.reduce(r, axis=0)        # in the rows' order
+        dh = np.add.reduce(r, axis=0)        # in the rows' order
     dx, dw_ih, dw_hh = kernels.weight_grads(x, w_ih, dgates, dgates, ys, h0, reverse,
                                             need_x, need_w_ih, need_w_hh)
     db = db.astype(dtype) if has_bias else None
@@ -305,10 +305,17 @@ def _pow2_intrinsic(numba):
     return _pow2
 
 
-def _activation_overloads(numba):
+def _overloads(numba):
     """Type ``_sigmoid`` and ``_tanh`` by their argument: ``_sigmoid32`` and ``_tanh32`` for a
-    float32, the plain functions (libm's exp and tanh) for every other type."""
+    float32, the plain functions (libm's exp and tanh) for every other type; and ``_dh`` by its
+    array's rank, so that each rank's row loop has no branch in it."""
     from numba.extending import overload
+
+    def dh_by_rank(dh, b, j):
+        if dh.ndim == 2:
+            return lambda dh, b, j: dh[b, j]
+        return lambda dh, b, j: dh[0, b, j] + dh[1, b, j] + dh[2, b, j] + dh[3, b, j]
+    overload(_dh)(dh_by_rank)
 
     def typed(f32, other):
         def implementation(a):
@@ -316,6 +323,12 @@ def _activation_overloads(numba):
         return implementation
     for f, f32 in ((_sigmoid, _sigmoid32), (_tanh, _tanh32)):
         overload(f)(typed(f32, f))
+
+
+def _dh(dh, b, j):
+    """The cotangent of a step's h[b, j]: dh[b, j] of a (B, H) dh, or the sum of dh[:, b, j] of a
+    (4, B, H) one, the parts of a product gate by gate (compiled, by rank: ``_overloads``)."""
+    return dh[b, j] if dh.ndim == 2 else dh[0, b, j] + dh[1, b, j] + dh[2, b, j] + dh[3, b, j]
 
 
 _LOG2E = np.float32(1 / np.log(2))
@@ -410,34 +423,33 @@ def _forward_row(a, bias, r, c_prev, c, tc, h, b):
         h[b, j] = a[b, 3 * H + j] * tc[b, j]
 
 
-def _backward_steps(gates, cs, tcs, gy, has_gy, w_hh, dgates, r, dc, db, reverse, one):
-    """The backward recursion: ``r[0]`` and ``dc`` (B, H) hold the final state's cotangents on
-    entry (r[1:] zeros, and left so), and the initial state's on return; fills ``dgates``
-    (T, B, 4H), the pre-activations' cotangents in time order, and adds their sum over steps and
-    batch to ``db`` (4H, float64)."""
+def _backward_steps(gates, cs, tcs, gy, has_gy, w_hh, dgates, dh, dc, db, reverse, one):
+    """The backward recursion: ``dh``, ``dc`` (B, H) hold the final state's cotangents on entry
+    and the initial state's on return; fills ``dgates`` (T, B, 4H), the pre-activations'
+    cotangents in time order, and adds their sum over steps and batch to ``db`` (4H, float64)."""
     T = gates.shape[0]
     for s in range(T - 1, -1, -1):
         k = T - 1 - s if reverse else s
         if has_gy:
-            r[0] += gy[k]
-        _backward_rows(gates[k], dgates[k], cs[s], tcs[k], r, dc, db, one)
-        np.dot(dgates[k], w_hh, r[0])
+            dh += gy[k]
+        _backward_rows(gates[k], dgates[k], cs[s], tcs[k], dh, dc, db, one)
+        np.dot(dgates[k], w_hh, dh)
 
 
-def _backward_rows(a, d, c_prev, tc, r, dc, db, one):
+def _backward_rows(a, d, c_prev, tc, dh, dc, db, one):
     """One step back, batch entry by batch entry: from the gates a (B, 4H), c_prev and tanh(c),
-    and the cotangents of the step's h, r.sum(axis=0) (r (4, B, H)), and of its c, dc (B, H), the
-    gates' d (B, 4H), added to db (4H); dc becomes c_prev's."""
+    and the cotangents dh of the step's h (B, H, or (4, B, H) parts to be summed, ``_dh``) and
+    dc of its c (B, H), the gates' d (B, 4H), added to db (4H); dc becomes c_prev's."""
     for b in range(a.shape[0]):
-        _backward_row(a, d, c_prev, tc, r, dc, db, one, b)
+        _backward_row(a, d, c_prev, tc, dh, dc, db, one, b)
 
 
-def _backward_row(a, d, c_prev, tc, r, dc, db, one, b):
+def _backward_row(a, d, c_prev, tc, dh, dc, db, one, b):
     """``_backward_rows`` for batch entry b."""
     H = dc.shape[1]
     for j in range(H):
         i, f, g, o = a[b, j], a[b, H + j], a[b, 2 * H + j], a[b, 3 * H + j]
-        dhj = r[0, b, j] + r[1, b, j] + r[2, b, j] + r[3, b, j]
+        dhj = _dh(dh, b, j)
         dcj = dc[b, j] + dhj * ((one - tc[b, j] * tc[b, j]) * o)
         di = dcj * (g * (i - i * i))
         df = dcj * (c_prev[b, j] * (f - f * f))
