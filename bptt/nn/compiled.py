@@ -49,9 +49,9 @@ __all__ = ["available", "use", "enabled", "is_enabled", "handles", "lstm_forward
 #: OpenBLAS runs those 1.1-1.7x faster than one (B, 4H) @ (4H, H) at B = 32, H = 128, up to 2.3x
 #: at small batches (B = 2-8, H = 256-512), about as fast at B = 32, H = 512.  At B = 1 (one GEMV
 #: either way) the backward always loops.  ``scripts/bench_compiled.py`` (T = 50, float32, one
-#: thread) gives loop / steps per pass: forward 0.32-0.95 up to 2^21 (B = 32, H = 128), 1.04-1.65
-#: beyond; backward 0.38-0.96 up to 2^19, 1.02-1.51 beyond; at B = 1 the backward's loop takes
-#: 0.62-0.95x the steps' time up to H = 2048 (T = 100).
+#: thread, two runs) gives loop / steps per pass: forward 0.32-0.95 up to 2^21 (B = 32, H = 128),
+#: 1.02-1.65 beyond; backward 0.32-0.96 up to 2^19, 0.98-1.51 beyond; at B = 1 the backward's
+#: loop takes 0.62-0.95x the steps' time up to H = 2048 (T = 100).
 LOOP_MACS = 2 ** 21
 #: float64 layers of more than this many units a step stay on the numpy kernels: in float64 the
 #: activations are libm's, one element at a time, and numpy's vectorised ones win beyond
