@@ -51,7 +51,7 @@ __all__ = ["available", "use", "enabled", "is_enabled", "handles", "lstm_forward
 #: either way) the backward always loops.  ``scripts/bench_compiled.py`` (T = 50, float32, one
 #: thread, two runs) gives loop / steps per pass: forward 0.32-0.95 up to 2^21 (B = 32, H = 128),
 #: 1.02-1.65 beyond; backward 0.32-0.96 up to 2^19, 0.98-1.51 beyond; at B = 1 the backward's
-#: loop takes 0.62-0.95x the steps' time up to H = 2048 (T = 100).
+#: loop took 0.62-0.95x the time of one GEMV a step from Python at every H up to 2048 (T = 100).
 LOOP_MACS = 2 ** 21
 #: float64 layers of more than this many units a step stay on the numpy kernels: in float64 the
 #: activations are libm's, one element at a time, and numpy's vectorised ones win beyond

@@ -278,9 +278,9 @@ def recurrent_back(w_hh, B):
     From ``BACK_BY_GATE`` units on (B > 1) the product runs gate by gate, G products (B, H) @
     (H, H) on d's column blocks (strided views, no copies), whose parts are then summed: OpenBLAS
     runs one (B, G*H) @ (G*H, H) slowly at small B there.  A whole LSTM or GRU backward at
-    T = 100, one thread, takes 0.49-0.57x the time this way at B = 2, H = 512, and 0.97-0.99x at
-    B = 8-32 and at H = 1024; at H = 256 0.55-1.11x, depending on B and the cell, and at
-    H = 128 0.91-1.09x.
+    T = 100, one thread, takes 0.50-0.52x the time this way at B = 2, H = 512, 0.94-1.03x at
+    B = 4-32 and 0.94-0.98x at H = 1024; at H = 256 0.63-1.08x, depending on B and the cell, and
+    at H = 128 0.94-1.13x (``scripts/bench_back.py``).
     """
     GH, H = w_hh.shape
     if B == 1 or H < BACK_BY_GATE:
