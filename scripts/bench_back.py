@@ -12,12 +12,10 @@ the crossover that ``BACK_BY_GATE`` is set from::
 
 from __future__ import annotations
 
-import os
-
 import click
 import numpy as np
 
-from bench_compiled import _table
+from bench_compiled import _blas_env, _grid, _table
 from bptt.nn import kernels
 from bptt.nn.cells import gru, lstm
 
@@ -51,11 +49,9 @@ def _backward(cell, T, I, B, H, rng):
 @click.option("--reps", default=15, show_default=True, help="Rounds per shape.")
 def main(cells, batches, sizes, T, I, reps):
     """Median ratios of the backward's time, by gate / one GEMM, per (B, H)."""
-    Bs, Hs = [int(b) for b in batches.split(",")], [int(h) for h in sizes.split(",")]
+    Bs, Hs = _grid(batches, sizes)
     rng = np.random.default_rng(0)
-    env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-                                                                  "OPENBLAS_L2_SIZE"))
-    click.echo(f"numpy backward, float32, T={T}, I={I}; {reps} rounds; {env}")
+    click.echo(f"numpy backward, float32, T={T}, I={I}; {reps} rounds; {_blas_env()}")
     threshold = kernels.BACK_BY_GATE
     for cell in cells.split(","):
         _table(f"{cell}: by gate / one GEMM", ("by gate", "one GEMM"),

@@ -49,6 +49,17 @@ def _pass(backward, x, state, weights, gy, loop_macs):
     return run
 
 
+def _grid(batches, sizes):
+    """The batch sizes and hidden sizes of comma-separated options."""
+    return [int(b) for b in batches.split(",")], [int(h) for h in sizes.split(",")]
+
+
+def _blas_env():
+    """The BLAS settings a table was measured under, for its header."""
+    return ", ".join(f"{k}={os.environ.get(k, 'unset')}"
+                     for k in ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
+
+
 def _table(title, names, make, Bs, Hs, reps):
     """Rows over H, columns over B: the median over ``reps`` rounds of time(names[0]) /
     time(names[1]), ``make(B, H)`` giving the two runs by name (None: a "-" in the table)."""
@@ -90,11 +101,9 @@ def main(batches, sizes, T, I, dtype, reps):
     compiled.use(True)          # compiles the loops (or loads them from numba's cache) once
     compiled.use(False)         # the numpy side must not dispatch to them
     dt = np.dtype(dtype)
-    Bs, Hs = [int(b) for b in batches.split(",")], [int(h) for h in sizes.split(",")]
+    Bs, Hs = _grid(batches, sizes)
     rng = np.random.default_rng(0)
-    env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-                                                                  "OPENBLAS_L2_SIZE"))
-    click.echo(f"LSTM forward+backward, T={T}, I={I}, {dtype}; {reps} rounds; {env}")
+    click.echo(f"LSTM forward+backward, T={T}, I={I}, {dtype}; {reps} rounds; {_blas_env()}")
     macs = compiled.LOOP_MACS
 
     def case(B, H):
