@@ -4,17 +4,20 @@ Every subcommand runs inside one guard (``Guarded``): the package's own errors b
 message, never a traceback.  A ``ConfigError`` is a usage error (exit status 2) naming the
 option; a ``RunError`` (a locked, corrupt or mismatched run, a diverged loss), an ``OSError``
 (a file that cannot be read or written) and a ``MemoryError`` are stated runtime errors (exit
-status 1); Ctrl-C exits with 130.
+status 1).  Ctrl-C and SIGTERM (what ``kill`` and schedulers send) both interrupt the command as
+a KeyboardInterrupt, so a run saves its state, and exit with 130 and 143 after one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
 
 import click
 
-from bptt.config import ConfigError, RunError
+from bptt.config import ConfigError, Interrupted, RunError
 from bptt.gradflow import DEFAULT_CELLS
 from bptt.nn import compiled
 from bptt.train import CELLS, DEFAULTS, INITS, NONLINEARITIES, OPTIMIZERS, TrainConfig
@@ -24,9 +27,11 @@ class Guarded(click.Group):
     """A click group whose subcommands, all of them, report the package's errors as messages."""
 
     def invoke(self, ctx):
+        received = [signal.SIGINT]
         try:
-            compiled.is_enabled()          # applies BPTT_COMPILED: a wrong value is a usage error
-            return super().invoke(ctx)
+            with _interrupting(received):
+                compiled.is_enabled()      # applies BPTT_COMPILED: a wrong value is a usage error
+                return super().invoke(ctx)
         except ConfigError as err:
             raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
         except RunError as err:
@@ -37,8 +42,33 @@ class Guarded(click.Group):
         except MemoryError as err:
             raise click.ClickException(f"out of memory ({err or 'an allocation failed'}); "
                                        f"try smaller sizes") from None
-        except KeyboardInterrupt:
-            raise click.exceptions.Exit(130) from None
+        except KeyboardInterrupt as err:
+            if not isinstance(err, Interrupted):      # a run that saved its state has said so
+                _echo_err("interrupted")
+            raise click.exceptions.Exit(128 + received[-1]) from None
+
+
+@contextlib.contextmanager
+def _interrupting(received):
+    """SIGTERM raises KeyboardInterrupt as Ctrl-C does, and both append their number to
+    ``received``; the handlers before are put back after.  A signal the process ignores stays
+    ignored, and outside the main thread (a caller's own thread) the signals are left as they
+    are."""
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        before = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)
+                  if signal.getsignal(s) is not signal.SIG_IGN}
+    except ValueError:          # signal handlers can only be set in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 class _Finite(click.ParamType):
@@ -127,6 +157,24 @@ def _takes(option):
 _POSITIVE = click.IntRange(min=1)
 
 
+def _limit(threads, batch, hidden):
+    """``blas.limit`` for models of ``hidden`` units on batches of ``batch``, with the most gate
+    blocks of any registered cell."""
+    from bptt import blas
+    from bptt.nn import cell
+
+    gates = max(len(c.gates) for c in cell.registered())
+    return blas.limit(threads, batch * gates * hidden ** 2)
+
+
+def _threads_option(command):
+    """``--threads N``, the BLAS threads of a command's matrix products."""
+    return click.option(
+        "--threads", default=None, type=_POSITIVE, metavar="N",
+        help="BLAS threads for the matrix products  [default: OPENBLAS_NUM_THREADS (or OMP_, "
+             "MKL_) when set, else one thread for small layers and every core for large ones]")(command)
+
+
 def _task_defaults(option):
     """'; TASK VALUE' for each task with its own default for a bptt train option, for help texts."""
     from bptt import tasks
@@ -200,8 +248,9 @@ def _task_defaults(option):
 @click.option("--resume", default=None, type=click.Path(exists=True, file_okay=False),
               help="Continue the run in this directory (only --steps may be given with it).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@_threads_option
 @click.pass_context
-def train(ctx, resume, out, progress, steps, **options):
+def train(ctx, resume, out, progress, steps, threads, **options):
     """Train a recurrent network on a task with truncated BPTT, writing a run directory.
 
     A step is one optimizer update.  Each training sequence (a batch from the task) starts from a
@@ -218,12 +267,12 @@ def train(ctx, resume, out, progress, steps, **options):
 
     bar = ProgressBar if progress else None
     if resume is not None:
-        given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "steps", "progress")
+        given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "steps", "progress", "threads")
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--resume continues a run with its saved configuration; "
-                                   f"only --steps may be given with it, not {', '.join(given)}")
-        result = training.resume(resume, steps=steps, progress=bar, echo=_echo_err)
+                                   f"only --steps and --threads may be given with it, not {', '.join(given)}")
+        result = training.resume(resume, steps=steps, progress=bar, echo=_echo_err, threads=threads)
         out = resume
     else:
         options["columns"] = list(options["columns"])
@@ -231,32 +280,36 @@ def train(ctx, resume, out, progress, steps, **options):
             raise click.UsageError("give --steps or --epochs, not both")
         config = TrainConfig(steps=steps, **options)
         out = out or training.default_out(config)
-        result = training.train(config, out, progress=bar, echo=_echo_err)
+        result = training.train(config, out, progress=bar, echo=_echo_err, threads=threads)
     click.echo(training.summary_line(result, out))
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print result.json's object instead of a line.")
-def evaluate(run_dir, as_json):
+@_threads_option
+def evaluate(run_dir, as_json, threads):
     """Re-score the checkpoint in RUN_DIR on its task's test set, beside the baselines."""
     import json
 
     from bptt import train as training
 
-    result = training.evaluate(run_dir)
+    result = training.evaluate(run_dir, threads=threads)
     click.echo(json.dumps(result, indent=2) if as_json else training.summary_line(result, run_dir))
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
-def tasks(as_json):
+@_threads_option
+def tasks(as_json, threads):
     """List the tasks and data sets with their sizes, metrics and baselines."""
     import json
 
     import bptt.tasks
+    from bptt import blas
 
-    rows = bptt.tasks.catalogue()
+    with blas.limit(threads, 0):      # least-squares baselines of a few hundred rows
+        rows = bptt.tasks.catalogue()
     click.echo(json.dumps(rows, indent=2) if as_json else bptt.tasks.format_catalogue(rows))
 
 
@@ -287,7 +340,8 @@ def tasks(as_json):
               help="The figure: .png, .svg or .pdf.")
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False),
               help="The curves  [default: --out with .csv]")
-def gradflow(**options):
+@_threads_option
+def gradflow(threads, **options):
     """Draw how ||dL/dh_t|| decays with the lag behind a loss at the last step, per cell.
 
     Builds each cell's model for every seed, optionally trains it, measures, writes the figure
@@ -297,7 +351,8 @@ def gradflow(**options):
     """
     from bptt import gradflow as experiment
 
-    experiment.run(echo=click.echo, **options)
+    with _limit(threads, options["batch_size"], options["hidden"]):
+        experiment.run(echo=click.echo, **options)
 
 
 @main.command()
@@ -326,8 +381,11 @@ def cells():
 @click.option("--ensemble", is_flag=True, help="With --best: also score the average prediction of "
                                                "that configuration's seeds on the test set.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--threads", default=None, type=_POSITIVE, metavar="N",
+              help="BLAS threads of each run  [default: one per worker of a local cluster, which "
+                   "runs one run per core; a --scheduler's workers choose as bptt train does]")
 @click.pass_context
-def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, progress):
+def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, progress, threads):
     """Run a grid of `bptt train` runs over options and seeds on Dask, from a TOML SPEC.
 
     The spec's keys are bptt train's option names with underscores: `seeds = [0, 1, 2]`, a
@@ -348,8 +406,8 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
                                + (f", not {' and '.join(modes)}" if modes else ""))
     if ensemble and not best_dir:
         raise click.UsageError("--ensemble goes with --best DIR")
-    if spec is None and (out or workers or scheduler):
-        raise click.UsageError("--out, --workers and --scheduler go with a SPEC to run")
+    if spec is None and (out or workers or scheduler or threads):
+        raise click.UsageError("--out, --workers, --scheduler and --threads go with a SPEC to run")
     if workers and scheduler:
         raise click.UsageError("--workers sizes the local cluster; a --scheduler has its own workers")
     if best_dir or report_dir:
@@ -377,7 +435,8 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
     out = out or os.path.join("sweeps", os.path.splitext(os.path.basename(spec))[0])
     try:
         parsed = sweeping.load_spec(spec)
-        sweeping.run_sweep(parsed, out, workers=workers, scheduler=scheduler, progress=progress)
+        sweeping.run_sweep(parsed, out, workers=workers, scheduler=scheduler, progress=progress,
+                           threads=threads)
     except sweeping.SpecError as err:
         raise click.UsageError(str(err)) from None
     except sweeping.ConfigError as err:
@@ -414,7 +473,8 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", default="fixedpoint.png", show_default=True, type=click.Path(dir_okay=False),
               help="The loss-curve figure; NAME_agreement.png and NAME.csv are written beside it.")
-def fixedpoint(tasks, grads, ks, contractive, **options):
+@_threads_option
+def fixedpoint(tasks, grads, ks, contractive, threads, **options):
     """Train a fixed-point network on static tasks with each gradient method (recurrent backprop).
 
     The same FixedPoint + Linear network, from the same weights and batches, trains with each
@@ -432,8 +492,9 @@ def fixedpoint(tasks, grads, ks, contractive, **options):
             ks = [int(k) for k in ks.split(",")]
         except ValueError:
             raise ConfigError("--ks", f"need comma-separated integers, got {ks!r}") from None
-        experiment.run(tasks=tasks or experiment.TASKS, grads=grads, ks=ks, contractive=contractive or None,
-                       echo=click.echo, **options)
+        with _limit(threads, options["batch"], options["hidden"]):
+            experiment.run(tasks=tasks or experiment.TASKS, grads=grads, ks=ks, contractive=contractive or None,
+                           echo=click.echo, **options)
     except ConfigError as err:
         raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
     except FixedPointError as err:      # training pushed the network out of convergence
@@ -462,7 +523,8 @@ def fixedpoint(tasks, grads, ks, contractive, **options):
               help="The figure: .png, .svg or .pdf.")
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False),
               help="The numbers  [default: --out with .csv]")
-def credit(**options):
+@_threads_option
+def credit(threads, **options):
     """Compare every estimator's gradient with the exact one, per cell, the weights frozen.
 
     Truncated BPTT at each length, adaptive truncation, RTRL and UORO on one batch of the task:
@@ -474,7 +536,8 @@ def credit(**options):
     from bptt.config import ConfigError
 
     try:
-        experiment.run(echo=click.echo, **options)
+        with _limit(threads, options["batch_size"], options["hidden"]):
+            experiment.run(echo=click.echo, **options)
     except ConfigError as err:
         raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
 
@@ -488,13 +551,15 @@ def credit(**options):
 @click.option("--prime", default=None,
               help="Text read first; generation continues it  [default: the text's first character]")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the draws: same seed, same text.")
-def sample(run_dir, length, temperature, prime, seed):
+@_threads_option
+def sample(run_dir, length, temperature, prime, seed, threads):
     """Print text generated by the checkpoint in RUN_DIR, a run of a text task."""
     from bptt import sample as sampling
     from bptt.config import ConfigError
 
     try:
-        text = sampling.sample(run_dir, length=length, temperature=temperature, prime=prime, seed=seed)
+        text = sampling.sample(run_dir, length=length, temperature=temperature, prime=prime, seed=seed,
+                               threads=threads)
     except ConfigError as err:
         raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
     click.echo(text)

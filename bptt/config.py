@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["ConfigError", "RunError", "integer", "option_integer", "option_choice", "option_float",
+__all__ = ["ConfigError", "RunError", "Interrupted", "integer", "option_integer", "option_choice", "option_float",
            "check_finite"]
 
 
@@ -34,6 +34,10 @@ class ConfigError(ValueError):
 
 class RunError(RuntimeError):
     """A run that cannot go on as asked; the message says what was found and what to do."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) after a run saved its state and said where; the message says it."""
 
 
 def _is_integer(value, least):

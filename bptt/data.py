@@ -8,7 +8,9 @@ the package.
 
 from __future__ import annotations
 
+import collections
 import csv
+import functools
 import math
 
 import numpy as np
@@ -16,7 +18,13 @@ import numpy as np
 from bptt.config import integer
 from bptt.rng import generator
 
-__all__ = ["batches", "CSVError", "read_csv", "chronological_split", "Scaler", "windows"]
+__all__ = ["batches", "CSVError", "MAX_LINE", "read_csv", "chronological_split", "Scaler", "windows"]
+
+#: The longest line ``read_csv`` accepts, in characters (its line break included).  A row of
+#: numbers is far shorter (1 MiB holds some 50,000 fields), so a longer line means a file that is
+#: not a CSV of numbers (binary, zero-filled, or without line breaks); it is refused once this
+#: much is read, never read whole.
+MAX_LINE = 2 ** 20
 
 
 def batches(arrays, batch_size=None, shuffle=True, rng=None, axis=0):
@@ -72,7 +80,10 @@ def read_csv(path, columns):
 
     Blank lines are skipped; every other row must have as many fields as the header, and every
     requested field must be a finite number.  Columns not asked for are not parsed (a date column
-    may hold anything).
+    may hold anything), but every field must be shorter than ``csv.field_size_limit()`` (131072
+    characters unless changed) and every line at most ``MAX_LINE`` characters long, without a NUL
+    byte: a line is read at most ``MAX_LINE + 1`` characters at a time, so a binary or huge
+    one-line file is refused at its first bad line without being read whole.
 
     Parameters
     ----------
@@ -88,22 +99,24 @@ def read_csv(path, columns):
     Raises
     ------
     CSVError
-        Missing or unreadable file, empty file, blank or repeated header names, a requested column
-        that is not in the header, a ragged row, a field that is not a finite number, or no data rows.
+        Missing or unreadable file, not UTF-8, empty file, blank or repeated header names, a
+        requested column that is not in the header, a NUL byte, a line longer than ``MAX_LINE``, a
+        field longer than the csv module's limit, a ragged row, a field that is not a finite
+        number, or no data rows.
     """
     columns = list(columns)
     if not columns:
         raise ValueError("read_csv: columns must name at least one column")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
+            reader = csv.reader(_lines(f, path))
             header = next(reader, None)
             if header is None:
                 raise CSVError(path, None, "empty file; need a header line with column names")
             header = [h.strip() for h in header]
             if any(not h for h in header):
                 raise CSVError(path, 1, f"header has a blank column name: {header}")
-            repeated = sorted({h for h in header if header.count(h) > 1})
+            repeated = sorted(h for h, n in collections.Counter(header).items() if n > 1)
             if repeated:
                 raise CSVError(path, 1, f"header repeats column names {repeated}")
             missing = [c for c in columns if c not in header]
@@ -113,13 +126,18 @@ def read_csv(path, columns):
             where = [header.index(c) for c in columns]
             rows = []
             for row in reader:
-                if not row or all(not field.strip() for field in row):
+                if not "".join(row).strip():            # blank: no field but whitespace
                     continue
                 if len(row) != len(header):
                     raise CSVError(path, reader.line_num, f"row has {len(row)} fields, the header "
                                    f"has {len(header)} ({', '.join(header)})")
                 rows.append([_number(path, reader.line_num, columns[k], row[i])
                              for k, i in enumerate(where)])
+    except csv.Error as e:
+        what = (f"a field longer than {csv.field_size_limit()} characters, far more than a number "
+                f"needs; check that this is the CSV meant and that no quote (\") is left open"
+                if str(e).startswith("field larger than field limit") else f"not readable as CSV ({e})")
+        raise CSVError(path, reader.line_num, what) from None
     except OSError as e:
         raise CSVError(path, None, f"cannot read the file ({e.strerror or e})") from e
     except UnicodeDecodeError as e:
@@ -127,6 +145,20 @@ def read_csv(path, columns):
     if not rows:
         raise CSVError(path, None, "no data rows after the header")
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(columns))
+
+
+def _lines(f, path):
+    # The lines of text file f for csv.reader, each read at most MAX_LINE + 1 characters at a
+    # time and checked before csv sees it: the count is csv.reader's line_num.
+    for line_num, line in enumerate(iter(functools.partial(f.readline, MAX_LINE + 1), ""), 1):
+        if "\0" in line:
+            raise CSVError(path, line_num, f"a NUL byte at character {line.index(chr(0)) + 1}: a "
+                           f"binary or zero-filled file, not CSV text; give a CSV text file")
+        if len(line) > MAX_LINE:
+            raise CSVError(path, line_num, f"a line longer than {MAX_LINE} characters "
+                           f"(bptt.data.MAX_LINE), far more than a row of numbers needs; check that "
+                           f"this is the CSV meant and that it has one row per line")
+        yield line
 
 
 def _number(path, line, column, field):

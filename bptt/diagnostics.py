@@ -22,8 +22,6 @@ import inspect
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
-import scipy.stats
 
 from bptt import checkpoint as checkpointing
 from bptt.config import check_finite
@@ -342,6 +340,8 @@ def jacobian_norms(model, x, state=None, singular_values=False, per_example=Fals
     ------
     x (T, B, I) -> norms (T,), singular values (T, H)
     """
+    import scipy.linalg
+
     xs = _sequence(x, "jacobian_norms")
     T = xs.shape[0]
     sv = None
@@ -413,6 +413,8 @@ def decay_rate(norms, min_lag=0, max_lag=None):
     if keep.sum() < 2:
         raise ValueError(f"decay_rate: need at least two positive norms at lags {min_lag}..{hi} to fit a "
                          f"rate, got {int(keep.sum())} of {a.size}")
+    import scipy.stats     # 0.5 s to import: only where a decay is fitted
+
     fit = scipy.stats.linregress(lag[keep], np.log(a[keep]))
     return DecayFit(rate=float(fit.slope), factor=float(np.exp(fit.slope)), stderr=float(fit.stderr),
                     intercept=float(fit.intercept), points=int(keep.sum()))

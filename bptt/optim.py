@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.optimize
 
 from bptt.tape import Tensor, enable_grad
 
@@ -590,6 +589,8 @@ def minimize(model, closure, method="L-BFGS-B", **options):
             loss.backward()
         grad = np.concatenate([np.zeros(p.size) if p.grad is None else p.grad.ravel() for p in params])
         return float(loss.item()), grad.astype(np.float64)
+
+    import scipy.optimize
 
     x0 = np.concatenate([p.data.ravel() for p in params]).astype(np.float64)
     result = scipy.optimize.minimize(fun, x0, method=method, jac=True, **options)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
-from scipy.special import softmax
 
 from bptt.config import ConfigError
 from bptt.tape import no_grad
@@ -42,6 +42,8 @@ def generate(model, task, prime, length, temperature=0.8, seed=0):
         raise ValueError("generate: the prime needs at least one character")
     if not temperature >= 0:
         raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+    from scipy.special import softmax
+
     x = task.encode(prime, what="the prime")
     rng = np.random.default_rng(seed)
     out = []
@@ -62,10 +64,11 @@ def generate(model, task, prime, length, temperature=0.8, seed=0):
     return prime + task.decode(out)
 
 
-def sample(run_dir, length=500, temperature=0.8, prime=None, seed=0):
+def sample(run_dir, length=500, temperature=0.8, prime=None, seed=0, threads=None):
     """Text from the checkpoint in ``run_dir`` (a run of a text task); see ``generate``.
 
-    ``prime=None`` starts from the first character of the training text.
+    ``prime=None`` starts from the first character of the training text; ``threads`` is as for
+    ``bptt.train.train`` (by default one: a batch of one character a step).
 
     Raises
     ------
@@ -87,6 +90,7 @@ def sample(run_dir, length=500, temperature=0.8, prime=None, seed=0):
     model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
     prime = task.vocabulary[task.ids[0]] if prime is None else prime
     try:
-        return generate(model, task, prime, length, temperature, seed)
+        with training.threads_for(dataclasses.replace(config, batch=1), threads):
+            return generate(model, task, prime, length, temperature, seed)
     except ValueError as err:
         raise ConfigError("--prime", str(err)) from None

@@ -38,8 +38,10 @@ import contextlib
 import difflib
 import itertools
 import json
+import logging
 import os
 import re
+import signal
 import sys
 import time
 import types
@@ -298,7 +300,7 @@ def load_spec(path):
 
 
 # -- one run, on a worker ----------------------------------------------------------------------
-def execute(config, out):
+def execute(config, out, threads=None):
     """Train the run ``config`` describes into ``out``, or continue it from its checkpoint.
 
     The function Dask runs on a worker for each run of a sweep.  It is deterministic: the run
@@ -311,6 +313,8 @@ def execute(config, out):
         ``TrainConfig`` fields.
     out : str
         The run directory (an absolute path on a file system the workers share).
+    threads : int, optional
+        BLAS threads of the run, as for ``bptt.train.train``.
 
     Returns
     -------
@@ -323,9 +327,9 @@ def execute(config, out):
 
     try:
         if os.path.exists(os.path.join(out, training.CHECKPOINT)):
-            result = training.resume(out, progress=False)
+            result = training.resume(out, progress=False, threads=threads)
         else:
-            result = training.train(TrainConfig(**config), out, progress=False)
+            result = training.train(TrainConfig(**config), out, progress=False, threads=threads)
     except (ConfigError, training.TrainingDiverged) as err:
         record_failure(out, str(err))
         return {"status": "failed", "error": str(err)}
@@ -400,14 +404,52 @@ def cluster(workers=None, scheduler=None):
         with client:
             yield client
         return
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **_ONE_THREAD}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        local = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                             processes=True, dashboard_address=None,
-                             # no dashboard; its HTTP server on a free port, not 8787
-                             scheduler_kwargs={"dashboard_address": ":0"})
-    with local, Client(local) as client:
-        yield client
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **_ONE_THREAD,
+               # a run's own failure is recorded by execute; a worker's warnings as it is cut
+               # off (Ctrl-C) would only bury the command's one line
+               "DASK_LOGGING__DISTRIBUTED": "error"}
+    with _interrupts_held() as held:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            local = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                 processes=True, dashboard_address=None,
+                                 # no dashboard; its HTTP server on a free port, not 8787
+                                 scheduler_kwargs={"dashboard_address": ":0"})
+        client = Client(local)
+    with local, client:
+        try:
+            for signum in held:     # what came while the cluster started, now that it can close
+                signal.raise_signal(signum)
+            yield client
+        except KeyboardInterrupt:
+            # workers cut off mid-run log warnings as the cluster closes; the command says it all
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            raise
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Hold back Ctrl-C and SIGTERM for the block, yielding the list of the signals that came.
+
+    A KeyboardInterrupt inside ``LocalCluster()`` leaves the cluster half started, and closing
+    it then fails on Dask's own state checks; held back, the interrupt comes once the cluster
+    can be closed.  Python handlers, unlike blocked or ignored signals, are not inherited by
+    the worker processes started meanwhile.  Outside the main thread nothing is held.
+    """
+    held = []
+
+    def hold(signum, frame):
+        held.append(signum)
+
+    try:
+        before = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:          # signal handlers can only be set in the main thread
+        yield held
+        return
+    try:
+        yield held
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def _describe(name, record):
@@ -423,7 +465,7 @@ def _running(client):
     return sum(min(len(keys), nthreads.get(w, 1)) for w, keys in client.processing().items())
 
 
-def run_sweep(spec, out, workers=None, scheduler=None, echo=click.echo, progress=True):
+def run_sweep(spec, out, workers=None, scheduler=None, echo=click.echo, progress=True, threads=None):
     """Run every unfinished run of ``spec`` into ``out/runs/`` on Dask; return ``{name: record}``.
 
     Parameters
@@ -441,6 +483,8 @@ def run_sweep(spec, out, workers=None, scheduler=None, echo=click.echo, progress
         Gets one line per finished run.
     progress : bool
         Show a progress bar over runs on stderr.
+    threads : int, optional
+        BLAS threads of each run (``execute``).
 
     Returns
     -------
@@ -465,7 +509,7 @@ def run_sweep(spec, out, workers=None, scheduler=None, echo=click.echo, progress
         return records
     tag = os.path.basename(out)
     with cluster(workers, scheduler) as client:
-        futures = {client.submit(execute, asdict(r.config), os.path.join(out, "runs", r.name),
+        futures = {client.submit(execute, asdict(r.config), os.path.join(out, "runs", r.name), threads,
                                  key=f"bptt-run-{tag}/{r.name}", retries=RETRIES, pure=False): r
                    for r in todo}
         started, counts = time.perf_counter(), {"failed": 0, "running": 0}

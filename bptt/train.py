@@ -55,17 +55,18 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 import bptt
+from bptt import blas
 from bptt import rng as bptt_rng
 from bptt import checkpoint as checkpointing
 from bptt import rundir, streams
-from bptt.config import ConfigError, RunError, option_choice, option_float, option_integer
+from bptt.config import ConfigError, Interrupted, RunError, option_choice, option_float, option_integer
 from bptt.io import save_json, save_npz
 from bptt.nn import cell as cell_registry
 from bptt.rundir import CHECKPOINT, CONFIG, METRIC_COLUMNS, METRICS, RESULT, RunMismatch, read_metrics
 
 __all__ = ["TrainConfig", "ConfigError", "RunError", "TrainingDiverged", "train", "resume", "evaluate",
            "summary_line", "default_out", "read_metrics", "prepare", "build_task", "build_model",
-           "build_optimizer", "predict", "memory_estimate", "task_fingerprint",
+           "build_optimizer", "predict", "memory_estimate", "task_fingerprint", "threads_for",
            "DEFAULTS", "OPTIMIZERS", "CELLS", "INITS", "NONLINEARITIES", "METRIC_COLUMNS", "SCORE_STEPS"]
 
 CELLS = cell_registry.names()
@@ -279,12 +280,32 @@ def memory_estimate(config, task):
 
 def _check_memory(config, task):
     need = memory_estimate(config, task)
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    have, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's"
+    room = _address_space_left()
+    if room is not None and room < have:
+        # an allocation past a process limit (ulimit -v) can crash numpy inside a ufunc, which
+        # holds no GIL to raise MemoryError with: refuse before training starts
+        have, where = room, "the address space this process has left under its limit (ulimit -v),"
     if need > have:
         raise ConfigError("--hidden/--layers/--batch/--seq-len",
                           f"hidden {config.hidden}, layers {config.layers}, batch {config.batch} and "
                           f"seq_len {config.seq_len} ask for about {_gb(need)} of memory, more than "
-                          f"this machine's {_gb(have)}")
+                          f"{where} {_gb(have)}")
+
+
+def _address_space_left():
+    """Bytes this process may still map under RLIMIT_AS, or None where no limit is set."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        mapped = 0
+    return max(soft - mapped, 0)
 
 
 def _gb(n):
@@ -543,7 +564,14 @@ def default_out(config, root="runs"):
     return out
 
 
-def train(config, out, progress=False, on_update=None, echo=None):
+def threads_for(config, threads=None):
+    """``blas.limit`` for a run of the resolved ``config``: ``threads`` if given, else the user's
+    own count or the default for its per-step product, (batch, hidden) @ (hidden, gates*hidden)."""
+    gates = len(cell_registry.get(config.cell).gates)
+    return blas.limit(threads, config.batch * gates * config.hidden ** 2)
+
+
+def train(config, out, progress=False, on_update=None, echo=None, threads=None):
     """Train a fresh run, checkpointing into ``out``; return the ``result.json`` object.
 
     Parameters
@@ -562,6 +590,9 @@ def train(config, out, progress=False, on_update=None, echo=None):
         Called as ``on_update(step, record)`` after every update, ``record`` TBPTT's dict.
     echo : callable, optional
         Where messages go (one string per call); standard error by default.
+    threads : int, optional
+        BLAS threads; by default the user's (``bptt.threads``, ``OPENBLAS_NUM_THREADS``) or else
+        one for small layers (``bptt.blas.default_threads``).
 
     Returns
     -------
@@ -585,14 +616,15 @@ def train(config, out, progress=False, on_update=None, echo=None):
     rundir.check_fresh(out)
     with rundir.lock(out, echo):
         rundir.check_fresh(out)     # again, now that no other process can be starting a run here
-        run = _Run(config, task, out)
-        run.gradflow_start = run.gradient_curves()
-        save_npz(os.path.join(out, CHECKPOINT), run.snapshot())   # from here on the folder is a run
-        save_json(os.path.join(out, CONFIG), asdict(run.config))
-        return _execute(run, rundir.MetricsLog(os.path.join(out, METRICS)), progress, on_update, echo)
+        with threads_for(config, threads):
+            run = _Run(config, task, out)
+            run.gradflow_start = run.gradient_curves()
+            save_npz(os.path.join(out, CHECKPOINT), run.snapshot())   # from here on the folder is a run
+            save_json(os.path.join(out, CONFIG), asdict(run.config))
+            return _execute(run, rundir.MetricsLog(os.path.join(out, METRICS)), progress, on_update, echo)
 
 
-def resume(out, steps=None, progress=False, on_update=None, echo=None):
+def resume(out, steps=None, progress=False, on_update=None, echo=None, threads=None):
     """Continue the run in ``out`` from its checkpoint up to ``steps`` updates in total.
 
     ``steps=None`` keeps the stored target; a ``steps`` at or below the updates already made
@@ -641,7 +673,8 @@ def resume(out, steps=None, progress=False, on_update=None, echo=None):
             save_json(os.path.join(out, CONFIG), asdict(run.config))
         echo(f"resuming {out} at step {run.step} of {run.config.steps}")
         log = rundir.MetricsLog(os.path.join(out, METRICS), keep_through_step=run.step)
-        return _execute(run, log, progress, on_update, echo)
+        with threads_for(config, threads):
+            return _execute(run, log, progress, on_update, echo)
 
 
 def _stderr(message):
@@ -721,11 +754,12 @@ def _loop(run, log, ckpt_path, progress, on_update, echo):
                 if crossed or run.step >= config.steps:
                     save_npz(ckpt_path, good)
                 bar.update(run.step - before, running)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         save_npz(ckpt_path, good)
-        echo(f"interrupted: saved the state after step {int(good['step'])} to {ckpt_path}; "
-             f"continue with: bptt train --resume {run.out}")
-        raise
+        message = (f"interrupted: saved the state after step {int(good['step'])} to {ckpt_path}; "
+                   f"continue with: bptt train --resume {run.out}")
+        echo(message)
+        raise Interrupted(message) from err
 
 
 def _result(run):
@@ -791,17 +825,19 @@ def _write_plots(run, end, suggested_k2):
                                title=f"{run.task.name}: test predictions")
 
 
-def evaluate(run_dir):
+def evaluate(run_dir, threads=None):
     """Re-score a run's checkpoint on its task's test set.
 
     Returns the same object as the run's ``result.json`` (its steps and seconds are the
     checkpoint's).  Raises as ``resume`` does (without taking the lock: nothing is written).
+    ``threads`` is as for ``train``.
     """
     run_dir = os.fspath(run_dir)
     config, task = _load_config(run_dir, "RUN_DIR")
-    run = _Run(config, task, run_dir)
-    run.restore(rundir.load_checkpoint(run_dir, "RUN_DIR"))
-    return _result(run)[0]
+    with threads_for(config, threads):
+        run = _Run(config, task, run_dir)
+        run.restore(rundir.load_checkpoint(run_dir, "RUN_DIR"))
+        return _result(run)[0]
 
 
 def summary_line(result, out=None):

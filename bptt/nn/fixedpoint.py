@@ -32,7 +32,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse.linalg
 
 from bptt import ops
 from bptt.nn.module import Module
@@ -232,6 +231,8 @@ class _Problem:
                 power = JT(power)
                 mu = tuple(m + p for m, p in zip(mu, power))
             return mu, opt.neumann_terms - 1, (residual_of(mu) if measure else None), True
+        import scipy.sparse.linalg
+
         shapes = [bi.shape for bi in b]
         cuts = np.cumsum([bi.size for bi in b])[:-1]
         calls = [0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.sparse
 
 from bptt import ops
 from bptt.config import integer
@@ -93,6 +92,8 @@ class embedding:
         return weight[indices], (weight.shape, indices, padding_idx)
 
     def bwd(res, g, needs):
+        import scipy.sparse     # imported where used: `import bptt` stays quick
+
         (V, D), indices, padding_idx = res
         flat = indices.reshape(-1)
         select = scipy.sparse.csr_matrix((np.ones(flat.size, g.dtype), (flat, np.arange(flat.size))),

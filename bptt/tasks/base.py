@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax
 
 from bptt.config import integer
 from bptt.rng import generator
@@ -124,6 +123,8 @@ class Task:
             if self.metric == "accuracy":
                 per = (pred.argmax(axis=-1) == y).astype(np.float64)
             else:
+                from scipy.special import log_softmax
+
                 per = -np.take_along_axis(log_softmax(pred, axis=-1), y[..., None], axis=-1)[..., 0]
         else:
             d = self._errors(pred, y)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg import lstsq
 
 __all__ = ["persistence", "seasonal_naive", "ar_design", "fit_ar", "predict_ar"]
 
@@ -91,6 +90,8 @@ def fit_ar(series, z, times, order, horizon=1):
     if X.shape[0] < X.shape[1]:
         raise ValueError(f"fit_ar: {X.shape[0]} equations cannot fix {X.shape[1]} coefficients "
                          f"of AR({order}); use a lower order or more data")
+    from scipy.linalg import lstsq
+
     coef, *_ = lstsq(X, np.asarray(z, dtype=np.float64)[np.asarray(times)])
     return coef
 

@@ -28,24 +28,50 @@ import numpy as np
 from bptt.data import chronological_split
 from bptt.tasks.base import Task
 
-__all__ = ["TextTask", "text", "shakespeare", "read_text", "ngram_bits", "UNKNOWN"]
+__all__ = ["TextTask", "text", "shakespeare", "read_text", "ngram_bits", "UNKNOWN", "BYTES_PER_CHARACTER",
+           "text_limit"]
 
 #: How the reserved unknown symbol (index 0) is shown when a text is decoded.
 UNKNOWN = "\N{REPLACEMENT CHARACTER}"
 
+#: Bytes of arrays a text task holds per character of its text at its peak (measured).
+BYTES_PER_CHARACTER = 30
+
+_CHUNK = 2 ** 20
+
+
+def text_limit():
+    """The largest text file ``read_text`` reads, in bytes: what this machine's memory holds as
+    a text task (``BYTES_PER_CHARACTER`` per character; some 800 MB on 24 GiB)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // BYTES_PER_CHARACTER
+
+
 def read_text(path):
     """The contents of ``path`` as a ``str``, or a ValueError naming the file and the offset.
 
-    A NUL byte marks a binary file; bytes that are not UTF-8 are reported with their offset.
+    A NUL byte marks a binary file; bytes that are not UTF-8 are reported with their offset.  The
+    file is read in chunks of 1 MiB, each checked for a NUL byte before the next is read, and a
+    file of more than ``text_limit()`` bytes is refused before any is read, so a binary,
+    zero-filled or huge file is refused early, without being read whole.
     """
     path = os.fspath(path)
+    limit = text_limit()
+    too_big = (f"{path}: more than {limit} bytes, more than this machine's memory holds as a text "
+               f"task (some {BYTES_PER_CHARACTER} bytes per character); give a shorter text")
+    raw = bytearray()
     with open(path, "rb") as f:
-        raw = f.read()
+        if os.fstat(f.fileno()).st_size > limit:
+            raise ValueError(too_big)
+        while chunk := f.read(_CHUNK):
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                raise ValueError(f"{path}: a binary file, not text (a NUL byte at offset "
+                                 f"{len(raw) + nul})")
+            raw += chunk
+            if len(raw) > limit:                    # a file that grows, a pipe or a device
+                raise ValueError(too_big)
     if not raw:
         raise ValueError(f"{path}: the file is empty; a text task needs some text")
-    nul = raw.find(b"\0")
-    if nul >= 0:
-        raise ValueError(f"{path}: a binary file, not text (a NUL byte at offset {nul})")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:

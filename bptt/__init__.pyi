@@ -1,0 +1,15 @@
+# The names of ``import bptt``, each imported on first use (lazy_loader reads this stub at run
+# time; type checkers read it as the package's interface).
+from . import diagnostics, nn, optim, tasks
+from .blas import threads
+from .forward import jvp
+from .functional import (abs, add, astype, clip, concat, div, exp, linear, log, log_softmax, matmul,
+                         max, maximum, mean, minimum, mul, neg, pow, relu, reshape, sigmoid, softmax,
+                         softplus, split, sqrt, stack, sub, sum, tanh, transpose, where)
+from .gradcheck import GradcheckError, gradcheck
+from .rng import seed
+from .tape import (Tensor, enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype,
+                   vjp)
+from .tbptt import TBPTT
+
+__version__: str
