@@ -7,9 +7,9 @@ from .functional import (abs, add, astype, clip, concat, div, exp, linear, log, 
                          max, maximum, mean, minimum, mul, neg, pow, relu, reshape, sigmoid, softmax,
                          softplus, split, sqrt, stack, sub, sum, tanh, transpose, where)
 from .gradcheck import GradcheckError, gradcheck
+from .functional import Tensor  # the Tensor with its operators and methods (functional binds them)
 from .rng import seed
-from .tape import (Tensor, enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype,
-                   vjp)
+from .tape import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype, vjp
 from .tbptt import TBPTT
 
 __version__: str

@@ -21,9 +21,12 @@ Policies (``checkpoint=`` of ``Recurrent``, ``SequenceModel``, ``TBPTT``):
 * a memory budget, ``"500MB"`` or ``memory_budget(n)`` for n slots: the plan of fewest
   recomputed steps that fits, from the dynamic program of Gruslys et al. 2016 (see ``plan_cost``).
 
-Gradients equal the unchecked path's exactly for the reference path; with fused kernels the
-state and input cotangents are recomputed with the same arithmetic, but a weight gradient is a
-sum of one GEMM per segment instead of one GEMM over all T steps, equal up to rounding.
+On the reference path the outputs, states and gradients equal the unchecked path's bit for bit:
+the same steps run, and their cotangents are added in the unchecked tape's order
+(``_Run.backprop``).  The fused kernels run a segment at a time, with the same formulas, but
+their input projections and weight gradients are GEMMs over a segment's rows instead of all T
+steps' (a weight gradient is a sum of one GEMM per segment), which a BLAS may add in another
+order: there everything agrees with the unchecked path within float rounding.
 
 Shapes: x (T, B, I), state (B, H) each, y (T, B, H).
 """

@@ -144,7 +144,7 @@ def test_threads_keep_their_own_buffers(rng, both_paths):
     with ThreadPoolExecutor(4) as pool:
         for _ in range(5):
             for got, want in zip(pool.map(run, range(8)), serial):
-                for a, b in zip(got, want):
+                for a, b in zip(got, want):       # the same calls on the same inputs: the same bits
                     np.testing.assert_array_equal(a, b)
 
 
@@ -221,7 +221,7 @@ def test_fixed_weights_lays_the_weights_out_once(rng, monkeypatch, both_paths):
     layout = compiled._layout
     monkeypatch.setattr(compiled, "_layout", lambda *a: made.append(1) or layout(*a))
     with kernels.fixed_weights():
-        for _ in range(3):
+        for _ in range(3):      # the same loops on the same weights, laid out once: the same bits
             np.testing.assert_array_equal(compiled.lstm_forward(x, state, weights, False)[0], plain)
     assert len(made) == 1
     compiled.lstm_forward(x, state, weights, False)
@@ -242,7 +242,8 @@ def test_backward_follows_its_forward_across_a_switch(rng):
     _, _, res = lstm._forward(x, state, weights, False)
     with compiled.enabled():
         dx = lstm._backward(res, gy, gstate, True, True, True)[0]
-    np.testing.assert_array_equal(dx, ref[3])      # the numpy backward, bit for bit
+    # the numpy backward on the numpy forward's residuals, as ref's: the same operations, bit for bit
+    np.testing.assert_array_equal(dx, ref[3])
 
     # through the tape: recorded with the path on, replayed with it off
     module = nn.LSTM(3, 4, dtype=np.float64)

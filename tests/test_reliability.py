@@ -156,6 +156,7 @@ def _kill_and_resume(tmp_path, seed, kills, steps):
         training.resume(out, echo=lambda m: None)
     else:
         training.train(TrainConfig(**{**TINY, "steps": steps, "val_every": 2}), out, echo=lambda m: None)
+    # resumed, whatever the kill: the uninterrupted run's operations in its order, the same bits
     assert rows_without_seconds(out) == rows_without_seconds(reference)
     a, b = model_arrays(out), model_arrays(reference)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -39,6 +39,7 @@ def arrays(run_dir):
 
 
 def assert_same_runs(a, b):
+    # a resumed run against an uninterrupted one: the same operations in the same order, the same bits
     assert rows(a) == rows(b)
     x, y = arrays(a), arrays(b)
     keys = [k for k in x if k.startswith(("model.", "optim.", "rng.", "stream.")) or k == "step"]

@@ -52,7 +52,10 @@ def _sweep(scheduler, *args):
 
 def _same_run(a, b):
     """Two run directories with the same numbers: every metric but the clock, every array of
-    the checkpoint, the test score."""
+    the checkpoint, the test score.
+
+    Bit for bit, legitimately: the same run replayed, the same operations in the same order (the
+    products of runs this small take one BLAS thread, in a worker and in ``bptt train`` alike)."""
     ma, mb = read_metrics(os.path.join(a, "metrics.csv")), read_metrics(os.path.join(b, "metrics.csv"))
     for column in ("step", "train_loss", "val_metric", "grad_norm", "clipped", "lr"):
         np.testing.assert_array_equal(ma[column], mb[column], err_msg=column)

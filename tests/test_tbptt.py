@@ -224,6 +224,8 @@ def test_sgd_updates_equal_replay_with_the_weights_each_step_ran_with(k1, k2, fa
 
 @pytest.mark.parametrize("k1,k2", [(3, 3), (2, 7), (5, 5)])
 def test_uneven_chunks_give_identical_updates(k1, k2):
+    # the step path: a piece is one step however the stream is cut, so every update runs the
+    # same operations in the same order, and the records and gradients are the same bits
     x, y = stream(29)
     mask = (np.arange(29) % 4 != 1).astype(F64)
     _, whole, rec_whole = train(TinyGated(rng=np.random.default_rng(4)), x, y, mask, k1, k2, fast_path=False)
@@ -452,8 +454,8 @@ def test_finish_reset_state_and_history():
     n = len(opt.grads)
     again = trainer.run(x, y) + trainer.finish()
     assert [r["step"] for r in again] == [18, 22, 25]
-    for a, b in zip(opt.grads[n:], opt.grads[:n]):
-        for g, h in zip(a, b):
+    for a, b in zip(opt.grads[n:], opt.grads[:n]):     # the same stream run again from the same
+        for g, h in zip(a, b):                           # weights (Recorder never steps them)
             np.testing.assert_array_equal(g, h)
 
 

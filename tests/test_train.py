@@ -39,6 +39,8 @@ def model_arrays(run_dir):
 
 
 def assert_same_arrays(a, b):
+    # resumed or replayed runs against an uninterrupted one: the same operations in the same
+    # order, so the same bits
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -79,7 +81,7 @@ def test_malformed_csv_is_a_usage_error_naming_the_file(tmp_path):
 def test_resume_takes_only_steps(tmp_path):
     result = invoke("train", "--resume", tmp_path, "--hidden", "8")
     assert result.exit_code == 2
-    assert "only --steps may be given with it, not --hidden" in result.output
+    assert "only --steps and --threads may be given with it, not --hidden" in result.output
 
 
 def test_resume_needs_a_run_directory(tmp_path):

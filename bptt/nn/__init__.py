@@ -1,5 +1,6 @@
 """Modules, layers, initialisers, losses and recurrent networks."""
 
+from bptt import functional  # noqa: F401  (binds Tensor's operators, which modules' users apply)
 from bptt.nn.module import Module, Parameter
 from bptt.nn.layers import Linear, Embedding, Sequential, Identity, Tanh, Sigmoid, ReLU, LeakyReLU, Dropout
 from bptt.nn import init

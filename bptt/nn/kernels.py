@@ -22,13 +22,16 @@ What makes the kernels fast (see ``bptt.nn.cells.lstm`` for the full set):
   and a forward's residuals and outputs once their backward has run (``pooled``), which spares
   the page faults of fresh multi-megabyte arrays.
 
-These choices change where numbers are stored, not the arithmetic of any entry (the same dot
-products, the same ufuncs in the same order).  With OpenBLAS the results equal, bit for bit, those
-of one row-major GEMM per step over strided gate slices at the sizes tested (H a multiple of 16,
-among them every configuration of the README's results); at some other sizes the BLAS sums a
-per-gate product in another order, which moves the last bit.  The exception is the backward's
-recurrent product from ``BACK_BY_GATE`` units on (``recurrent_back``): its gate-by-gate parts are
-summed after the GEMMs, not inside one, which rounds differently.
+These choices change where numbers are stored, not the formula of any entry (the same dot
+products, the same ufuncs in the same order).  They do change the shapes of the GEMMs (a product
+per gate, or one over a block of steps, where the plain way is one row-major GEMM per step over
+strided gate slices), and a BLAS may add a dot product's terms in another order for another
+shape, depending on the kernels it picks for the CPU: the results agree with the plain way's
+within float rounding, not bit for bit in general (OpenBLAS's Sandybridge kernels happen to
+give the same bits at the sizes tested, its Haswell kernels do not; ``tests/test_kernels.py``
+compares within the rounding of the sums).  The backward's recurrent product from
+``BACK_BY_GATE`` units on (``recurrent_back``) also sums its gate-by-gate parts after the GEMMs,
+not inside one: another order again.
 
 ``reverse=True`` runs the recursion from the last timestep to the first (the backward direction
 of a bidirectional layer) while inputs and outputs stay in time order.  Every buffer takes the
@@ -158,8 +161,9 @@ def gate_major(x, w_ih, w_hh, b_ih, b_hh, scale, order, name, fold=1):
     step's gates are one contiguous (G, B, H) block: the elementwise work over a step's gates runs
     several times faster on it than on strided slices of a (B, G*H) row.  The input side is one
     (B, I) @ (I, H) product per step and gate, or, for wide inputs (``WIDE_INPUT``), one GEMM over
-    a block of steps whose rows are then scattered gate by gate, which is faster there (same
-    bits).  For B = 1 a step is one GEMV into a row, whose gate blocks are contiguous already.
+    a block of steps whose rows are then scattered gate by gate, which is faster there (the
+    same formulas; a GEMM of another shape may round differently).  For B = 1 a step is one GEMV
+    into a row, whose gate blocks are contiguous already.
     The weights' layout is made once per call, or once per ``fixed_weights`` block.
     """
     T, B, I = x.shape
@@ -325,7 +329,8 @@ def weight_grads(x, w_ih, dpre_x, dpre_h, ys, h0, reverse, need_x, need_w_ih, ne
     if need_w_hh:
         first, rest = (T - 1, slice(0, T - 1)) if reverse else (0, slice(1, T))
         prev = slice(1, T) if reverse else slice(0, T - 1)
-        # B = 1: an outer product, which a K = 1 GEMM computes several times slower (same bits)
+        # B = 1: an outer product, which a K = 1 GEMM computes several times slower (each entry
+        # one rounded product either way: the same bits)
         dw_hh = np.multiply(dpre_h[first].T, h0, order="C") if B == 1 else dpre_h[first].T @ h0
         if T > 1:
             dw_hh += dpre_h[rest].reshape(-1, GH).T @ ys[prev].reshape(-1, ys.shape[-1])

@@ -7,7 +7,7 @@ in its own module under ``bptt.nn.cells``.  ``Cell("lstm", ...)`` is one step,
 stack with a Linear head at every step.  PyTorch's ``RNNCell``/``LSTMCell``/``GRUCell`` and
 ``RNN``/``LSTM``/``GRU``, with their signatures, are thin subclasses declared with their cells.
 
-Every module has two paths that give the same numbers:
+Every module has two paths that give the same numbers, up to float rounding:
 
 * ``fused=True`` (default): the cell's fused kernels, one tape entry per layer and direction
   for a whole sequence and one per layer for a step (the reference path for a cell without);
