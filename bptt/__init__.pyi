@@ -1,6 +1,8 @@
 # The names of ``import bptt``, each imported on first use (lazy_loader reads this stub at run
 # time; type checkers read it as the package's interface).
-from . import diagnostics, nn, optim, tasks
+from . import credit, data, diagnostics, nn, optim, runs
+from .credit import TBPTT
+from .data import tasks
 from .blas import threads
 from .forward import jvp
 from .functional import (abs, add, astype, clip, concat, div, exp, linear, log, log_softmax, matmul,
@@ -10,6 +12,5 @@ from .gradcheck import GradcheckError, gradcheck
 from .functional import Tensor  # the Tensor with its operators and methods (functional binds them)
 from .rng import seed
 from .tape import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype, vjp
-from .tbptt import TBPTT
 
 __version__: str

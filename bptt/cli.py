@@ -17,10 +17,10 @@ import sys
 
 import click
 
-from bptt.config import ConfigError, Interrupted, RunError
-from bptt.gradflow import DEFAULT_CELLS
+from bptt.errors import ConfigError, Interrupted, RunError
+from bptt.runs.experiments.gradflow import DEFAULT_CELLS
 from bptt.nn import compiled
-from bptt.train import CELLS, DEFAULTS, INITS, NONLINEARITIES, OPTIMIZERS, TrainConfig
+from bptt.runs.train import CELLS, DEFAULTS, INITS, NONLINEARITIES, OPTIMIZERS, TrainConfig
 
 
 class Guarded(click.Group):
@@ -92,7 +92,7 @@ class _Finite(click.ParamType):
 
 
 class ProgressBar:
-    """click's progress bar on standard error, for ``bptt.train.train(progress=ProgressBar)``.
+    """click's progress bar on standard error, for ``bptt.runs.train.train(progress=ProgressBar)``.
 
     Hidden unless standard error is a terminal; ``update(steps, loss)`` advances it by the
     updates a sequence made and shows the running loss.
@@ -151,7 +151,7 @@ class _K2(click.ParamType):
 
 def _takes(option):
     """The registered cells that have ``option``, for help texts."""
-    from bptt.nn import cell
+    from bptt.nn import registry as cell
 
     return ", ".join(c.name for c in cell.registered() if option in c.options)
 _POSITIVE = click.IntRange(min=1)
@@ -161,7 +161,7 @@ def _limit(threads, batch, hidden):
     """``blas.limit`` for models of ``hidden`` units on batches of ``batch``, with the most gate
     blocks of any registered cell."""
     from bptt import blas
-    from bptt.nn import cell
+    from bptt.nn import registry as cell
 
     gates = max(len(c.gates) for c in cell.registered())
     return blas.limit(threads, batch * gates * hidden ** 2)
@@ -177,7 +177,7 @@ def _threads_option(command):
 
 def _task_defaults(option):
     """'; TASK VALUE' for each task with its own default for a bptt train option, for help texts."""
-    from bptt import tasks
+    from bptt.data import tasks
 
     own = {name: tasks.train_defaults(name).get(option) for name in tasks.names()}
     return "".join(f"; {name} {value:g}" for name, value in own.items() if value is not None)
@@ -263,7 +263,7 @@ def train(ctx, resume, out, progress, steps, threads, **options):
     predictions.png for forecasting); the last line printed is the test metric beside the
     task's baselines.
     """
-    from bptt import train as training
+    from bptt.runs import train as training
 
     bar = ProgressBar if progress else None
     if resume is not None:
@@ -292,7 +292,7 @@ def evaluate(run_dir, as_json, threads):
     """Re-score the checkpoint in RUN_DIR on its task's test set, beside the baselines."""
     import json
 
-    from bptt import train as training
+    from bptt.runs import train as training
 
     result = training.evaluate(run_dir, threads=threads)
     click.echo(json.dumps(result, indent=2) if as_json else training.summary_line(result, run_dir))
@@ -305,12 +305,12 @@ def tasks(as_json, threads):
     """List the tasks and data sets with their sizes, metrics and baselines."""
     import json
 
-    import bptt.tasks
+    import bptt.data.tasks
     from bptt import blas
 
     with blas.limit(threads, 0):      # least-squares baselines of a few hundred rows
-        rows = bptt.tasks.catalogue()
-    click.echo(json.dumps(rows, indent=2) if as_json else bptt.tasks.format_catalogue(rows))
+        rows = bptt.data.tasks.catalogue()
+    click.echo(json.dumps(rows, indent=2) if as_json else bptt.data.tasks.format_catalogue(rows))
 
 
 @main.command()
@@ -349,7 +349,7 @@ def gradflow(threads, **options):
     the memory horizon (lag where the norm falls below 1e-3 of its start) and the suggested
     truncation length k2 (the window holding 99% of the gradient).
     """
-    from bptt import gradflow as experiment
+    from bptt.runs.experiments import gradflow as experiment
 
     with _limit(threads, options["batch_size"], options["hidden"]):
         experiment.run(echo=click.echo, **options)
@@ -358,7 +358,7 @@ def gradflow(threads, **options):
 @main.command()
 def cells():
     """List the registered recurrent cells: gates, state, options, inits and equations."""
-    from bptt.nn import cell
+    from bptt.nn import registry as cell
 
     click.echo("\n".join(c.describe() for c in cell.registered()))
 
@@ -397,8 +397,8 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
     """
     import os
 
-    from bptt import sweep as sweeping
-    from bptt import sweep_report
+    from bptt.runs import sweep as sweeping
+    from bptt.runs import report as sweep_report
 
     modes = [m for m, given in (("SPEC", spec), ("--report", report_dir), ("--best", best_dir)) if given]
     if len(modes) != 1:
@@ -483,8 +483,8 @@ def fixedpoint(tasks, grads, ks, contractive, threads, **options):
     Writes the loss curves, the gradient agreement of BPTT-k and Neumann-k against RBP as k
     grows, and a CSV of the lines.
     """
-    from bptt import fixedpoint as experiment
-    from bptt.config import ConfigError
+    from bptt.runs.experiments import fixedpoint as experiment
+    from bptt.errors import ConfigError
     from bptt.nn import FixedPointError
 
     try:
@@ -532,8 +532,8 @@ def credit(threads, **options):
     draws, and of their mean).  Writes the figure and a CSV and prints one line per estimator
     and cell.
     """
-    from bptt import credit as experiment
-    from bptt.config import ConfigError
+    from bptt.runs.experiments import credit as experiment
+    from bptt.errors import ConfigError
 
     try:
         with _limit(threads, options["batch_size"], options["hidden"]):
@@ -554,8 +554,8 @@ def credit(threads, **options):
 @_threads_option
 def sample(run_dir, length, temperature, prime, seed, threads):
     """Print text generated by the checkpoint in RUN_DIR, a run of a text task."""
-    from bptt import sample as sampling
-    from bptt.config import ConfigError
+    from bptt.runs import sample as sampling
+    from bptt.errors import ConfigError
 
     try:
         text = sampling.sample(run_dir, length=length, temperature=temperature, prime=prime, seed=seed,

@@ -384,7 +384,7 @@ class AdamW(Adam):
 class Recorder:
     """An optimizer that changes nothing and keeps a copy of every gradient it is given.
 
-    Behind a trainer (``bptt.TBPTT``, the estimators of ``bptt.online``) it records the updates
+    Behind a trainer (``bptt.TBPTT``, the estimators of ``bptt.credit.online``) it records the updates
     the trainer would apply, with the weights frozen: what ``gradient_alignment`` compares.
 
     Parameters

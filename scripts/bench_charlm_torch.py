@@ -5,7 +5,7 @@ vocabulary), the same initial weights (bptt's, copied into PyTorch through ``loa
 the same batches (the training part of the text cut into B contiguous streams), the same
 optimizer (Adam, gradient norm clipped) and the same truncation: PyTorch's chunk-and-detach loop
 of the word_language_model example (forward k steps from the detached state, backward, step),
-which is BPTT(k; k), against ``bptt.streams.StreamTraining`` (``bptt.TBPTT`` with k1 = k2 = k).
+which is BPTT(k; k), against ``bptt.runs.streams.StreamTraining`` (``bptt.TBPTT`` with k1 = k2 = k).
 Every ``--val-every`` updates both score the same validation text as one stream with the state
 carried; the script prints both bits-per-character curves, their largest gap, and each side's
 median time per update (updates interleaved, one bptt then one PyTorch, so load hits them alike)
@@ -29,8 +29,9 @@ import click
 import numpy as np
 
 import bptt
-from bptt import streams, tasks
-from bptt.train import TrainConfig, build_model, build_optimizer, prepare
+from bptt.runs import streams
+from bptt.data import tasks
+from bptt.runs.train import TrainConfig, build_model, build_optimizer, prepare
 from bench_rnn import _blas_threads
 
 

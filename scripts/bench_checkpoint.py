@@ -48,7 +48,7 @@ import numpy as np
 
 from bench_tbptt import ask, peak_rss_mb, reset_peak_rss, torch_available   # the same protocol
 
-from bptt import checkpoint as ck
+from bptt.nn import recompute as ck
 
 I = H = 256
 B = 16
@@ -211,7 +211,7 @@ def measure(T, names, repeats, threads, traced):
 @click.command()
 @click.option("--steps", default="1000,10000", show_default=True, help="Sequence lengths T, comma-separated.")
 @click.option("--budgets", default="36MB,48MB,75MB;200MB,270MB,330MB", show_default=True,
-              help="Memory budgets (per layer, bptt.checkpoint.memory_budget), comma-separated; "
+              help="Memory budgets (per layer, bptt.nn.recompute.memory_budget), comma-separated; "
               "';' between those of each --steps entry (one list: the same for every T).")
 @click.option("--repeats", default="3", show_default=True,
               help="Interleaved repetitions per T (one number, or one per --steps entry).")

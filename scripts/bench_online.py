@@ -28,9 +28,10 @@ ESTIMATORS = ("tbptt1", "uoro", "rtrl")
 def make(estimator, cell, H, seed=0):
     """A trainer of a fresh model: ``feed(x, y)`` trains on one block."""
     import bptt
-    from bptt import nn, tasks
-    from bptt.online import RTRL, UORO
-    from bptt.tbptt import TBPTT
+    from bptt import nn
+    from bptt.data import tasks
+    from bptt.credit.online import RTRL, UORO
+    from bptt.credit.tbptt import TBPTT
 
     task = tasks.get("lag")
     model = nn.SequenceModel(cell, task.input_size, H, task.output_size,
@@ -58,7 +59,7 @@ def fit_exponent(hs, seconds):
 @click.option("--block", default=5, show_default=True, type=int, help="Steps per timed block.")
 @click.option("--blocks", default=5, show_default=True, type=int, help="Timed blocks per estimator.")
 def main(cells, hidden, batch, block, blocks):
-    from bptt import tasks
+    from bptt.data import tasks
 
     sizes = [int(h) for h in hidden.split(",")]
     task_rng = np.random.default_rng(0)

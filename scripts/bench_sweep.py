@@ -42,7 +42,7 @@ def _sweep_seconds(spec, workers, root):
 @click.option("--reps", default=1, show_default=True, type=click.IntRange(min=1))
 def main(spec, workers, reps):
     """Time the sweep SPEC at each worker count; print runs per hour and the speed-up."""
-    from bptt.sweep import load_spec
+    from bptt.runs.sweep import load_spec
 
     counts = [int(w) for w in workers.split(",")]
     n_runs = len(load_spec(spec).runs)

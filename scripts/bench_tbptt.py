@@ -98,7 +98,7 @@ def reset_peak_rss():
 def make_bptt(hidden, k1, k2, fast):
     import bptt
     from bptt import nn
-    from bptt.tbptt import TBPTT
+    from bptt.credit.tbptt import TBPTT
 
     bptt.seed(0)
     model = nn.SequenceModel("lstm", 1, hidden, 1)

@@ -25,8 +25,9 @@ from bench_rnn import _blas_threads, _compiled, orders, pin_to_one_cpu, rounds
 
 
 def _bptt_update(config):
-    from bptt import tasks, train
-    from bptt.tbptt import TBPTT
+    from bptt.data import tasks
+    from bptt.runs import train
+    from bptt.credit.tbptt import TBPTT
 
     config, task = train.prepare(config)
     model = train.build_model(config, task)
@@ -66,7 +67,7 @@ def _torch_update(torch, model, config):
 @click.option("--updates", default=40, show_default=True, help="Timed updates per contender.")
 def main(updates):
     """Median ms per update of the main job in bptt and in PyTorch, and their ratio."""
-    from bptt.train import TrainConfig
+    from bptt.runs.train import TrainConfig
 
     import torch
     torch.set_num_threads(_blas_threads())

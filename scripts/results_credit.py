@@ -22,9 +22,10 @@ import click
 import numpy as np
 
 import bptt
-from bptt import nn, tasks
-from bptt.online import RTRL, UORO, gradient_alignment, measured_k2, parse_estimator
-from bptt.tbptt import TBPTT
+from bptt import nn
+from bptt.data import tasks
+from bptt.credit.online import RTRL, UORO, gradient_alignment, measured_k2, parse_estimator
+from bptt.credit.tbptt import TBPTT
 
 
 def trainer(spec, model, loss_fn, opt, x, y):

@@ -25,11 +25,12 @@ import time
 
 import click
 
-from bptt import plots, sample
+from bptt.diagnostics import plots
+from bptt.runs import sample
 from bptt.cli import main as bptt_main
-from bptt.train import read_metrics
+from bptt.runs.train import read_metrics
 
-# shakespeare's own defaults (bptt.tasks.train_defaults) are the main row's options
+# shakespeare's own defaults (bptt.data.tasks.train_defaults) are the main row's options
 MAIN = ["--task", "shakespeare", "--stateful", "--seed", "0"]
 
 

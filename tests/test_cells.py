@@ -10,8 +10,8 @@ import bptt
 from bptt import nn, ops
 from bptt.cli import main
 from bptt.diagnostics import hidden_grad_norms, jacobian_norms
-from bptt.nn import cell as registry
-from bptt.nn.cell import CellType, Option, affine, padded
+from bptt.nn import registry as registry
+from bptt.nn.registry import CellType, Option, affine, padded
 
 F64 = np.float64
 

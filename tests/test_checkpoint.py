@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import checkpoint as ck
+from bptt.nn import recompute as ck
 from bptt import nn
 from bptt.diagnostics import hidden_grad_norms
-from bptt.nn import cell as registry
+from bptt.nn import registry as registry
 from bptt.nn import compiled
 from bptt.nn.cells import rnn
 from bptt.nn.kernels import release_scratch

@@ -8,10 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 import bptt
-from bptt import credit, nn, tasks
+from bptt import nn
+from bptt.runs.experiments import credit
+from bptt.data import tasks
 from bptt.cli import main
-from bptt.diagnostics import gradient_alignment
-from bptt.online import RTRL, parse_estimator
+from bptt.credit import gradient_alignment
+from bptt.credit.online import RTRL, parse_estimator
 
 
 # -- the lag task -------------------------------------------------------------------------------
@@ -86,7 +88,7 @@ def test_train_on_lag_reports_the_level_reached(tmp_path):
 
 
 def test_summary_line_says_when_no_level_was_reached():
-    from bptt.train import summary_line
+    from bptt.runs.train import summary_line
 
     result = {"task": "lag", "seq_len": 50, "cell": "gru", "metric": "cross_entropy", "test": 0.8,
               "baselines": tasks.get("lag").baselines(), "level": None, "steps": 3, "seconds": 0.1}
@@ -169,7 +171,7 @@ def test_bad_estimator_specs_are_named(spec):
 def test_estimator_lists_expand_truncation_lengths():
     assert credit.parse_estimators("tbptt:1,2,4,uoro,rtrl,auto:0.2") == [
         "tbptt:1", "tbptt:2", "tbptt:4", "uoro", "rtrl", "auto:0.2"]
-    with pytest.raises(bptt.config.ConfigError, match="--estimators: 'tbptt:2' is given twice"):
+    with pytest.raises(bptt.errors.ConfigError, match="--estimators: 'tbptt:2' is given twice"):
         credit.parse_estimators("tbptt:2,2")
 
 

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from bptt.cli import main
-from bptt.data import MAX_LINE, CSVError, read_csv
-from bptt.tasks.text import BYTES_PER_CHARACTER, text_limit
+from bptt.data.readers import MAX_LINE, CSVError, read_csv
+from bptt.data.tasks.text import BYTES_PER_CHARACTER, text_limit
 
 LONG_FIELD = "a field longer than 131072 characters, far more than a number needs"
 
@@ -61,7 +61,7 @@ def test_a_line_longer_than_max_line_is_refused_before_csv_parses_it(tmp_path):
     with pytest.raises(CSVError) as info:
         read_csv(path, ["v"])
     assert str(info.value) == (f"{path}:3: a line longer than {MAX_LINE} characters "
-                               f"(bptt.data.MAX_LINE), far more than a row of numbers needs; check "
+                               f"(bptt.data.readers.MAX_LINE), far more than a row of numbers needs; check "
                                f"that this is the CSV meant and that it has one row per line")
 
 
@@ -90,8 +90,8 @@ def test_a_nul_byte_is_refused_on_its_line(tmp_path, content, line, character):
 
 _BOUNDED = textwrap.dedent("""
     import resource, sys
-    from bptt.data import read_csv
-    from bptt.tasks.text import read_text
+    from bptt.data.readers import read_csv
+    from bptt.data.tasks.text import read_text
     with open("/proc/self/status") as f:
         size = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
     # the address space may grow by 64 MiB from here: far less than the file

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bptt.data import CSVError, Scaler, batches, chronological_split, read_csv, windows
+from bptt.data.readers import CSVError, Scaler, batches, chronological_split, read_csv, windows
 
 
 # --- batches ------------------------------------------------------------------------------------

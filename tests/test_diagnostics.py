@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bptt import diagnostics, ops
+from bptt.diagnostics import measure
 from bptt.gradcheck import numerical_grad
 from bptt.diagnostics import (decay_rate, hidden_grad_norms, jacobian_norms, jacobians, memory_horizon,
                               parameter_grad_norms, suggest_truncation)
@@ -104,7 +105,7 @@ def run_from(model, x, state, t0):
     with no_grad():
         for t in range(t0, len(x)):
             _, state = model.step(x[t], state)
-    return diagnostics._hidden(state).data[-1]
+    return measure._hidden(state).data[-1]
 
 
 # -- hidden_grad_norms --------------------------------------------------------------------------
@@ -146,7 +147,7 @@ def test_norms_are_the_masked_mean_of_per_step_gradients(kind, rng):
                 hs.append([h.retain_grad() for h in layers])
             else:
                 y_t, state = model.step(x[t], state)
-                hs.append([diagnostics._hidden(state).retain_grad()])
+                hs.append([measure._hidden(state).retain_grad()])
         mse(y_t, y[s]).backward()
         grads = np.stack([np.stack([h.grad for h in step]).reshape(L, B, H) for step in hs], axis=1)
         total[:, :s + 1] += mask[s] / mask.sum() * grads
@@ -170,7 +171,7 @@ def test_top_layer_norms_match_finite_differences_of_the_state(kind, rng):
             state = model.initial_state(B)
             for s in range(t + 1):
                 _, state = model.step(x[s], state)
-        h = diagnostics._hidden(state).data
+        h = measure._hidden(state).data
 
         def loss():
             with no_grad():
@@ -236,7 +237,7 @@ def test_jacobians_equal_finite_differences(kind, L, rng):
             state = model.initial_state(B)
             for s in range(t + 1):
                 _, state = model.step(x[s], state)
-        h = diagnostics._hidden(state).data
+        h = measure._hidden(state).data
         fd = np.empty((B, H, H))
         for b in range(B):
             for j in range(H):

@@ -8,8 +8,8 @@ import pytest
 
 import bptt
 from bptt import nn, optim
-from bptt.data import batches
-from bptt.tasks.static import two_spirals
+from bptt.data.readers import batches
+from bptt.data.tasks.static import two_spirals
 
 # -- the textbook MLP -------------------------------------------------------------------------------
 # (hours studied, hours slept) -> test score, each column scaled by its maximum, scores by 100

@@ -311,7 +311,7 @@ def test_fixed_point_gradients_match_the_spectral_radius_and_restore_the_model(r
 # -- static tasks, the experiment and the command -------------------------------------------------
 
 def test_two_spirals_are_mirrored_and_balanced():
-    from bptt.tasks.static import TwoSpirals
+    from bptt.data.tasks.static import TwoSpirals
 
     task = TwoSpirals(n=50, turns=1.5)
     x, y = task.train_set()
@@ -324,7 +324,7 @@ def test_two_spirals_are_mirrored_and_balanced():
 
 
 def test_pattern_completion_flips_exactly_the_fraction_asked_for(rng):
-    from bptt.tasks.static import PatternCompletion
+    from bptt.data.tasks.static import PatternCompletion
 
     task = PatternCompletion(patterns=5, size=20, flip=0.25)
     x, y = task.batch(40, rng)
@@ -338,8 +338,8 @@ def test_pattern_completion_flips_exactly_the_fraction_asked_for(rng):
 
 
 def test_parse_methods():
-    from bptt.config import ConfigError
-    from bptt.fixedpoint import Method, parse_methods
+    from bptt.errors import ConfigError
+    from bptt.runs.experiments.fixedpoint import Method, parse_methods
 
     assert parse_methods("rbp,neumann:3,bptt,bptt:5") == [Method("rbp"), Method("neumann", 3), Method("bptt"),
                                                            Method("bptt", 5)]

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import bptt.tasks
+import bptt.data.tasks
 from bptt.cli import main
-from bptt.gradflow import CellSpec, measure, parse_cells, run, summarize
-from bptt.train import ConfigError
+from bptt.runs.experiments.gradflow import CellSpec, measure, parse_cells, run, summarize
+from bptt.runs.train import ConfigError
 
 
 # -- cell lists ---------------------------------------------------------------------------------
@@ -59,7 +59,7 @@ def test_bad_cell_lists_name_the_problem(text, message):
 
 def test_the_comparison_shows_what_the_literature_says():
     # small sizes, same qualitative result as the default command (T=200, H=64)
-    task = bptt.tasks.get("adding", seq_len=60)
+    task = bptt.data.tasks.get("adding", seq_len=60)
     rate = {s.label: summarize(s, measure(s, task, hidden=16, seeds=2, batch_size=16)).fit.rate
             for s in parse_cells()}
     # default-init LSTM and GRU vanish nearly as fast as the tanh RNN: over half its rate
@@ -72,7 +72,7 @@ def test_the_comparison_shows_what_the_literature_says():
 
 
 def test_measure_is_reproducible_and_training_changes_the_curves():
-    task = bptt.tasks.get("adding", seq_len=12)
+    task = bptt.data.tasks.get("adding", seq_len=12)
     spec = CellSpec("lstm", label="lstm")
     a = measure(spec, task, hidden=8, seeds=2, batch_size=4, layers=2)
     assert a.shape == (2, 2, 12) and np.all(a > 0)
@@ -112,7 +112,7 @@ def test_summary_of_gradients_that_stop():
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_training_that_diverges_names_the_learning_rate():
-    task = bptt.tasks.get("adding", seq_len=60)
+    task = bptt.data.tasks.get("adding", seq_len=60)
     with pytest.raises(ConfigError, match=r"--lr: rnn:nonlinearity=relu \(seed 0\) gives non-finite gradients "
                                           r"after 1 training steps at lr=1e\+06; lower --lr"):
         measure(parse_cells("rnn:nonlinearity=relu")[0], task, hidden=4, seeds=1, batch_size=4,

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from bptt import plots
+from bptt.diagnostics import plots
 from bptt.diagnostics import ParameterGradNorms
 
 LAG = np.arange(40)[::-1]      # timestep t has lag 39 - t
@@ -121,7 +121,7 @@ def test_bad_input_is_refused(tmp_path):
 
 
 def test_no_pyplot_and_the_users_backend_is_kept(tmp_path):
-    code = ("import sys, matplotlib; matplotlib.use('pdf'); import numpy as np; from bptt import plots; "
+    code = ("import sys, matplotlib; matplotlib.use('pdf'); import numpy as np; from bptt.diagnostics import plots; "
             f"plots.plot_gradient_decay({{'a': 0.5 ** np.arange(9.0)}}, path=r'{tmp_path / 'a.png'}'); "
             "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

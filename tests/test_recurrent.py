@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import bptt
 from bptt import Tensor, nn, ops
-from bptt.nn import cell as registry
+from bptt.nn import registry as registry
 
 F64 = np.float64
 # every registered cell, once per choice of each of its options: a new cell is tested with no edit

@@ -21,11 +21,11 @@ import pytest
 from click.testing import CliRunner
 
 import bptt
-from bptt import rundir
-from bptt import train as training
+from bptt.runs import rundir
+from bptt.runs import train as training
 from bptt.cli import main
 from bptt.io import load_npz, save_json
-from bptt.train import METRIC_COLUMNS, TrainConfig
+from bptt.runs.train import METRIC_COLUMNS, TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(bptt.__file__)))
 TINY = dict(task="adding", seq_len=6, hidden=4, batch=4, steps=6, val_every=3)
@@ -83,7 +83,7 @@ def run(finished, tmp_path):
 # at event KILL_AT: before the event, or (for the rows) after writing half of them.
 _CHILD = r"""
 import os, signal, sys
-import bptt.io, bptt.rundir
+import bptt.io, bptt.runs.rundir
 kill_at, count = int(sys.argv[1]), [0]
 
 def event():
@@ -93,7 +93,7 @@ def event():
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-replace, fsync, write_rows = os.replace, os.fsync, bptt.rundir.MetricsLog.write_rows
+replace, fsync, write_rows = os.replace, os.fsync, bptt.runs.rundir.MetricsLog.write_rows
 
 def replace_or_die(*a, **k):
     if event(): die()
@@ -111,7 +111,7 @@ def write_rows_or_die(self, rows):
         die()
     return write_rows(self, rows)
 
-os.replace, os.fsync, bptt.rundir.MetricsLog.write_rows = replace_or_die, fsync_or_die, write_rows_or_die
+os.replace, os.fsync, bptt.runs.rundir.MetricsLog.write_rows = replace_or_die, fsync_or_die, write_rows_or_die
 from bptt.cli import main
 main(sys.argv[2:])
 """
@@ -520,9 +520,9 @@ def test_api_options_refuse_non_finite_values(tmp_path):
     ("mask", (1,), -0.5, r"mask weights must be >= 0, got -0.5 at index \(1,\)"),
 ])
 def test_tbptt_refuses_non_finite_inputs_naming_the_array_and_index(array, index, value, fragment):
-    task = bptt.tasks.get("adding", seq_len=6)
+    task = bptt.data.tasks.get("adding", seq_len=6)
     model = bptt.nn.SequenceModel("rnn", 2, 3, 1)
-    trainer = bptt.TBPTT(model, bptt.tasks.loss_function(task),
+    trainer = bptt.TBPTT(model, bptt.data.tasks.loss_function(task),
                          bptt.optim.SGD(model.parameters(), lr=0.1), 3)
     x, y, mask = task.batch(4, np.random.default_rng(0))
     arrays = {"x": x.copy(), "y": y.copy(), "mask": np.ones(6, dtype=np.float32)}
@@ -535,7 +535,7 @@ def test_tbptt_refuses_non_finite_inputs_naming_the_array_and_index(array, index
 
 # -- memory ---------------------------------------------------------------------------------------
 def test_scoring_in_batches_gives_the_same_predictions():
-    task = bptt.tasks.get("adding", seq_len=12, test_size=70)
+    task = bptt.data.tasks.get("adding", seq_len=12, test_size=70)
     model = bptt.nn.SequenceModel("lstm", 2, 5, 1)
     x, y, mask = task.test_set()
     whole = training.predict(model, x, batch_size=70)

@@ -35,7 +35,7 @@ def test_using_the_core_loads_none_of_the_heavy_modules():
     code = ("import bptt\n"
             "x = bptt.Tensor([[1.0, 2.0]], requires_grad=True)\n"
             "model = bptt.nn.SequenceModel('lstm', 2, 4, 1)\n"
-            "bptt.TBPTT, bptt.tasks.get('adding'), bptt.diagnostics.hidden_grad_norms, bptt.optim.Adam")
+            "bptt.TBPTT, bptt.data.tasks.get('adding'), bptt.diagnostics.hidden_grad_norms, bptt.optim.Adam")
     assert loaded_after(code) == []
 
 
@@ -143,7 +143,7 @@ def test_a_run_beyond_the_process_memory_limit_is_refused_before_it_starts(tmp_p
 
 
 def test_memory_estimate_counts_the_limit_only_when_one_is_set(monkeypatch):
-    from bptt import train as training
+    from bptt.runs import train as training
 
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,) * 2)
     assert training._address_space_left() is None

@@ -9,12 +9,13 @@ import pytest
 from click.testing import CliRunner
 
 import bptt
-from bptt import streams, tasks
-from bptt import train as training
+from bptt.runs import streams
+from bptt.data import tasks
+from bptt.runs import train as training
 from bptt.cli import main
 from bptt.io import load_npz
-from bptt.tasks.text import TextTask
-from bptt.train import METRIC_COLUMNS, TrainConfig, TrainingDiverged
+from bptt.data.tasks.text import TextTask
+from bptt.runs.train import METRIC_COLUMNS, TrainConfig, TrainingDiverged
 
 
 def invoke(*args):

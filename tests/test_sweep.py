@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 pytest.importorskip("distributed")
 
-from bptt import sweep_report  # noqa: E402
+from bptt.runs import report as sweep_report  # noqa: E402
 from bptt.cli import main  # noqa: E402
 from bptt.io import load_npz  # noqa: E402
-from bptt.sweep import SpecError, cluster, load_spec, run_sweep  # noqa: E402
-from bptt.train import TrainConfig, read_metrics, train  # noqa: E402
+from bptt.runs.sweep import SpecError, cluster, load_spec, run_sweep  # noqa: E402
+from bptt.runs.train import TrainConfig, read_metrics, train  # noqa: E402
 
 TINY = """\
 seeds = [0, 1]

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import bptt
-import bptt.tasks as tasks
-from bptt.data import CSVError
-from bptt.tasks import baselines as bl
-from bptt.tasks.forecasting import lorenz_series, mackey_glass_series, narma10_series
+import bptt.data.tasks as tasks
+from bptt.data.readers import CSVError
+from bptt.data.tasks import baselines as bl
+from bptt.data.tasks.forecasting import lorenz_series, mackey_glass_series, narma10_series
 
 TOY = ["adding", "copy", "parity", "recall"]
 
@@ -349,7 +349,7 @@ def test_chaotic_series_are_the_same_bits_everywhere():
 
 
 def test_fixed_step_integrators_converge(monkeypatch):
-    from bptt.tasks import forecasting as fc
+    from bptt.data.tasks import forecasting as fc
 
     def mackey_glass(h):
         monkeypatch.setattr(fc, "_RK4_STEP", h)

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 import bptt
-from bptt import tasks
+from bptt.data import tasks
 from bptt.cli import main
-from bptt.tasks.text import UNKNOWN, TextTask, ngram_bits
+from bptt.data.tasks.text import UNKNOWN, TextTask, ngram_bits
 
 
 def invoke(*args):

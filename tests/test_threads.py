@@ -6,9 +6,9 @@ from threadpoolctl import threadpool_info
 
 import bptt
 from bptt import blas
-from bptt import train as training
+from bptt.runs import train as training
 from bptt.cli import main
-from bptt.train import TrainConfig
+from bptt.runs.train import TrainConfig
 
 TINY = dict(task="adding", seq_len=10, hidden=8, batch=4, steps=3, val_every=100)
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bptt import train as training
+from bptt.runs import train as training
 from bptt.cli import main
 from bptt.io import load_npz
-from bptt.train import METRIC_COLUMNS, ConfigError, TrainConfig, TrainingDiverged
+from bptt.runs.train import METRIC_COLUMNS, ConfigError, TrainConfig, TrainingDiverged
 
 TINY = dict(task="adding", seq_len=6, hidden=4, batch=4, steps=6, val_every=3)
 TINY_ARGS = ["--task", "adding", "--seq-len", "6", "--hidden", "4", "--batch", "4", "--steps", "6",
@@ -349,7 +349,7 @@ def test_train_does_not_import_click():
     import subprocess
     import sys
 
-    code = "import sys, bptt.train; print('click' in sys.modules)"
+    code = "import sys, bptt.runs.train; print('click' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(training.__file__))))
     assert out.stdout.strip() == "False", out.stderr

@@ -3,10 +3,11 @@
 import pytest
 from click.testing import CliRunner
 
-from bptt import streams, tasks
-from bptt import train as training
+from bptt.runs import streams
+from bptt.data import tasks
+from bptt.runs import train as training
 from bptt.cli import main
-from bptt.train import TrainConfig, prepare
+from bptt.runs.train import TrainConfig, prepare
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from bptt.nn import init
 from bptt.nn.losses import (mse_loss, l1_loss, huber_loss, binary_cross_entropy_with_logits,
                              cross_entropy, MSELoss, L1Loss, HuberLoss, BCEWithLogitsLoss,
                              CrossEntropyLoss)
-from bptt.nn.cell import CellType, Option, register as register_cell, names as cell_names
+from bptt.nn.registry import CellType, Option, register as register_cell, names as cell_names
 from bptt.nn.recurrent import Cell, Recurrent, SequenceModel
 from bptt.nn.language_model import LanguageModel
 from bptt.nn.cells.rnn import RNNCell, RNN

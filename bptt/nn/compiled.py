@@ -35,7 +35,7 @@ import threading
 
 import numpy as np
 
-from bptt.config import ConfigError
+from bptt.errors import ConfigError
 from bptt.nn import kernels
 
 __all__ = ["available", "use", "enabled", "is_enabled", "handles", "lstm_forward", "lstm_backward",

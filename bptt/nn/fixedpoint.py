@@ -51,7 +51,7 @@ class FixedPointError(RuntimeError):
 def _cell_module(cell, input_size, hidden_size, init, dtype, rng, **options):
     """The registered cell a FixedPoint iterates, one step of it (an unknown name lists the
     registered ones)."""
-    from bptt.nn import cell as registry
+    from bptt.nn import registry as registry
     from bptt.nn.recurrent import Cell
 
     return Cell(registry.get(cell, "FixedPoint"), input_size, hidden_size, init=init, dtype=dtype, rng=rng, **options)
@@ -60,7 +60,7 @@ def _cell_module(cell, input_size, hidden_size, init, dtype, rng, **options):
 def _example_cells():
     """A one-component and a multi-component registered cell: what the registry's gradient
     check of ``fixed_point`` runs."""
-    from bptt.nn import cell
+    from bptt.nn import registry as cell
 
     kinds = cell.registered()
     return (next(c.name for c in kinds if len(c.state) == 1),

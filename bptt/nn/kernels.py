@@ -50,7 +50,7 @@ import threading
 
 import numpy as np
 
-from bptt.nn.cell import FusedKernels
+from bptt.nn.registry import FusedKernels
 from bptt.ops import OpError, custom, primitive
 
 __all__ = ["fused_kernels", "project", "recurrent_matrix", "gate_major", "in_step_order", "weight_grads",
@@ -454,7 +454,7 @@ def fused_kernels(name, forward, backward, shapes, reference, state=("h",), exam
 
     Returns
     -------
-    bptt.nn.cell.FusedKernels
+    bptt.nn.registry.FusedKernels
     """
     n = len(state)
 

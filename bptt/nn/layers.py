@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from bptt import ops
-from bptt.config import integer
+from bptt.errors import integer
 from bptt.nn import init
 from bptt.nn.module import Module, Parameter
 from bptt.rng import generator

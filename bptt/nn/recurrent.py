@@ -1,7 +1,7 @@
 """Recurrent modules for any registered cell: one step, a sequence, and the SequenceModel.
 
 The modules here know no cell: what a cell is (gates, state, options, equations, reference step,
-fused kernels, initialisation) is its ``CellType`` in the registry (``bptt.nn.cell``), declared
+fused kernels, initialisation) is its ``CellType`` in the registry (``bptt.nn.registry``), declared
 in its own module under ``bptt.nn.cells``.  ``Cell("lstm", ...)`` is one step,
 ``Recurrent("lstm", ...)`` a stack of layers over a sequence, ``SequenceModel("lstm", ...)`` that
 stack with a Linear head at every step.  PyTorch's ``RNNCell``/``LSTMCell``/``GRUCell`` and
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from bptt import checkpoint as checkpointing
+from bptt.nn import recompute as checkpointing
 from bptt import ops
-from bptt.config import integer
-from bptt.nn import cell as registry
+from bptt.errors import integer
+from bptt.nn import registry as registry
 from bptt.nn.layers import Dropout, Linear, check_float
 from bptt.nn.module import Module
 from bptt.tape import Tensor, get_default_dtype
@@ -34,7 +34,7 @@ __all__ = ["Cell", "Recurrent", "SequenceModel"]
 
 def _layer(cell, fused, x, state, weights, options, reverse, checkpoint=None):
     """One layer in one direction over a whole (T, B, I) sequence -> (y (T, B, H), final state);
-    ``checkpoint`` a ``bptt.checkpoint.Policy`` or None."""
+    ``checkpoint`` a ``bptt.nn.recompute.Policy`` or None."""
     if checkpoint is not None:
         return checkpointing.checkpointed_layer(cell, fused, x, state, weights, options, reverse,
                                                 checkpoint)
@@ -127,7 +127,7 @@ class Cell(_CellModule):
     Parameters
     ----------
     cell : str or CellType
-        A name of ``bptt.nn.cell.names()`` (``'rnn'``, ``'lstm'``, ``'gru'``, ``'indrnn'``, ...).
+        A name of ``bptt.nn.registry.names()`` (``'rnn'``, ``'lstm'``, ``'gru'``, ``'indrnn'``, ...).
     input_size, hidden_size : int
     bias : bool
         With ``bias_ih`` and ``bias_hh`` (two, as PyTorch has for cuDNN compatibility).
@@ -218,8 +218,8 @@ class Recurrent(_CellModule):
     each state component (L*D, B, H), D = 2 if bidirectional else 1; zeros when not given.  The
     state is one tensor for a one-component cell, a tuple (h, c) for an LSTM.  ``checkpoint``
     ('sqrt', a number of stored states, a budget such as '500MB' or
-    ``bptt.checkpoint.memory_budget(slots)``) stores only some states of each layer and
-    recomputes the rest in backward, with the same gradient (``bptt.checkpoint``).
+    ``bptt.nn.recompute.memory_budget(slots)``) stores only some states of each layer and
+    recomputes the rest in backward, with the same gradient (``bptt.nn.recompute``).
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -310,7 +310,7 @@ class SequenceModel(Module):
     Parameters
     ----------
     cell : str or CellType
-        A registered cell name (``bptt.nn.cell.names()``).
+        A registered cell name (``bptt.nn.registry.names()``).
     input_size, hidden_size, output_size : int
     num_layers : int
     dropout : float

@@ -26,7 +26,7 @@ import numpy as np
 from bptt import ops
 from bptt.nn import init as initializers
 from bptt.nn import kernels
-from bptt.nn.cell import CellType, Option, affine, padded, register
+from bptt.nn.registry import CellType, Option, affine, padded, register
 
 __all__ = ["step_reference"]
 

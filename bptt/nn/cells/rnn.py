@@ -10,7 +10,7 @@ import numpy as np
 
 from bptt import ops
 from bptt.nn import kernels
-from bptt.nn.cell import CellType, Option, affine, gate_shapes, padded, register
+from bptt.nn.registry import CellType, Option, affine, gate_shapes, padded, register
 from bptt.nn.recurrent import Cell, Recurrent
 
 __all__ = ["RNNCell", "RNN", "step_reference"]

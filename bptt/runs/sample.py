@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from bptt.config import ConfigError
+from bptt.errors import ConfigError
 from bptt.tape import no_grad
 
 __all__ = ["generate", "sample"]
@@ -68,7 +68,7 @@ def sample(run_dir, length=500, temperature=0.8, prime=None, seed=0, threads=Non
     """Text from the checkpoint in ``run_dir`` (a run of a text task); see ``generate``.
 
     ``prime=None`` starts from the first character of the training text; ``threads`` is as for
-    ``bptt.train.train`` (by default one: a batch of one character a step).
+    ``bptt.runs.train.train`` (by default one: a batch of one character a step).
 
     Raises
     ------
@@ -76,9 +76,9 @@ def sample(run_dir, length=500, temperature=0.8, prime=None, seed=0, threads=Non
         ``RUN_DIR`` is not a run of a text task, or ``--prime`` holds a character outside the
         vocabulary (the message names it), or a bad ``--length``/``--temperature``.
     """
-    from bptt import rundir
-    from bptt import train as training
-    from bptt.tasks import TextTask
+    from bptt.runs import rundir
+    from bptt.runs import train as training
+    from bptt.data.tasks import TextTask
 
     run_dir = os.fspath(run_dir)
     config, task = training._load_config(run_dir, "RUN_DIR")

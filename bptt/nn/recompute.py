@@ -574,7 +574,7 @@ class checkpointed_sequence:
         return tuple([dx, *g, *dw][:len(needs)])
 
     def examples(rng):
-        from bptt.nn import cell as registry
+        from bptt.nn import registry as registry
         cases = []
         for c in registry.registered():
             w = tuple(c.parameter_shapes(3, 4).values())

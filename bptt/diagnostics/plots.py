@@ -249,7 +249,7 @@ def plot_training(metrics, metric, path=None, *, title=None, ax=None):
     ----------
     metrics : mapping of str to np.ndarray
         Columns ``step``, ``train_loss`` and ``val_metric`` (NaN between validations), as
-        ``bptt.train.read_metrics`` returns them from a run's metrics.csv.
+        ``bptt.runs.train.read_metrics`` returns them from a run's metrics.csv.
     metric : str
         The validation metric's name, for the legend.
     path, title, ax : optional
@@ -346,7 +346,7 @@ def plot_loss_curves(runs, metric, path=None, *, title=None, ax=None):
     Parameters
     ----------
     runs : mapping of str to mapping of str to np.ndarray
-        Per run label, its metrics.csv columns as ``bptt.train.read_metrics`` returns them.
+        Per run label, its metrics.csv columns as ``bptt.runs.train.read_metrics`` returns them.
     metric : str
         The validation metric's name.
     path, title, ax : optional
@@ -455,7 +455,7 @@ def plot_credit(rows, path=None, *, T=None, title=None, ax=None):
     ----------
     rows : list of dict
         With ``cell``, ``estimator``, ``k1``, ``k2``, ``cosine`` and ``cosine_std``, as
-        ``bptt.credit.run`` returns them.
+        ``bptt.runs.experiments.credit.run`` returns them.
     T : int, optional
         The sequence length, drawn as a dotted line (where truncation is full BPTT).
     """

@@ -41,7 +41,7 @@ from bptt.forward import JVPError, forward_mode
 from bptt.nn.module import Module
 from bptt.optim import Recorder, clip_grad_norm
 from bptt.tape import Tensor, enable_grad, no_grad
-from bptt.tbptt import _data, _flat, _shaped, check_interfaces, check_stream   # shared with TBPTT
+from bptt.credit.tbptt import _data, _flat, _shaped, check_interfaces, check_stream   # shared with TBPTT
 
 __all__ = ["RTRL", "UORO", "KFRTRL", "adaptive_k2", "measured_k2", "gradient_alignment", "parse_estimator"]
 
@@ -648,7 +648,7 @@ def gradient_alignment(model, x, y, loss_fn, estimators, mask=None, samples=100,
     ------
     x (T, B, I), y (T, B, ...), mask (T,)
     """
-    from bptt.tbptt import TBPTT
+    from bptt.credit.tbptt import TBPTT
 
     specs = [(spec, *parse_estimator(spec)) for spec in estimators]
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:

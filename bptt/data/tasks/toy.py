@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bptt.config import integer
-from bptt.tasks.base import Task
+from bptt.errors import integer
+from bptt.data.tasks.base import Task
 
 __all__ = ["Adding", "CopyMemory", "Parity", "Recall"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from bptt.sweep import FAILED, SWEEP, configuration_label
-from bptt.train import TrainConfig, prepare, read_metrics
+from bptt.runs.sweep import FAILED, SWEEP, configuration_label
+from bptt.runs.train import TrainConfig, prepare, read_metrics
 
 __all__ = ["Group", "collect", "summarize", "write_report", "summary_markdown", "best",
            "ensemble", "higher_is_better", "format_mean_std"]
@@ -212,7 +212,7 @@ def _swept_curves(groups, key):
 def write_report(out, rows=None):
     """Redo results.csv, summary.md and the figures of the sweep in ``out`` (from ``rows``,
     ``collect(out)`` by default); return ``(rows, groups)``."""
-    from bptt import plots
+    from bptt.diagnostics import plots
 
     out = os.fspath(out)
     rows = collect(out) if rows is None else rows
@@ -241,7 +241,7 @@ def write_report(out, rows=None):
 def _load_model(run_dir, config, task):
     """The model in a run's checkpoint, built to its configuration's shape."""
     from bptt.io import load_npz
-    from bptt.train import build_model
+    from bptt.runs.train import build_model
 
     model = build_model(config, task)
     arrays = load_npz(os.path.join(run_dir, "checkpoint.npz"))

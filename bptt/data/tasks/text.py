@@ -12,7 +12,7 @@ trigram, each scoring every character of the test part with the characters befor
 
 Training batches are random windows of the training part (``batch``), and the fixed validation
 and test sets are each part cut into consecutive windows, each scored from a zero state.  Training
-with carried state over the whole text, and scoring each part as one stream, is ``bptt.streams``'s
+with carried state over the whole text, and scoring each part as one stream, is ``bptt.runs.streams``'s
 job (``bptt train --stateful``); ``stream(part)`` gives it the part as one long sequence.
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bptt.data import chronological_split
-from bptt.tasks.base import Task
+from bptt.data.readers import chronological_split
+from bptt.data.tasks.base import Task
 
 __all__ = ["TextTask", "text", "shakespeare", "read_text", "ngram_bits", "UNKNOWN", "BYTES_PER_CHARACTER",
            "text_limit"]
@@ -321,7 +321,7 @@ def text(path, level="char", seq_len=100, validation=0.05, test=0.05, name=None)
 
 def shakespeare(seq_len=100, validation=0.05, test=0.05):
     """The works of Shakespeare as used by char-rnn (``data/tinyshakespeare.txt``, 1.1 MB)."""
-    from bptt.tasks.forecasting import DATA_DIR      # the shipped data, installed or in a checkout
+    from bptt.data.tasks.forecasting import DATA_DIR      # the shipped data, installed or in a checkout
 
     with importlib.resources.as_file(DATA_DIR / "tinyshakespeare.txt") as path:
         return text(path, seq_len=seq_len, validation=validation, test=test, name="shakespeare")

@@ -25,7 +25,7 @@ and its output a directory::
 
 Each run is one Dask task carrying its options (``execute``), submitted to a ``LocalCluster``
 of single-threaded worker processes, or to a running scheduler.  A task trains the run, or
-continues it through ``bptt.train.resume`` when the directory holds a checkpoint, so a task
+continues it through ``bptt.runs.train.resume`` when the directory holds a checkpoint, so a task
 that Dask reschedules after its worker died, and a sweep started again after an interruption,
 go on from the last checkpoint with exactly the numbers of an uninterrupted run.  Finished runs
 are skipped.  A run that fails on its own (invalid options, divergence) is recorded in its
@@ -55,9 +55,9 @@ try:
 except ModuleNotFoundError:   # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
-from bptt.config import ConfigError
+from bptt.errors import ConfigError
 from bptt.io import save_json
-from bptt.train import TrainConfig
+from bptt.runs.train import TrainConfig
 
 __all__ = ["SpecError", "Run", "Spec", "load_spec", "execute", "run_sweep", "plan", "cluster",
            "SWEEP", "FAILED"]
@@ -314,7 +314,7 @@ def execute(config, out, threads=None):
     out : str
         The run directory (an absolute path on a file system the workers share).
     threads : int, optional
-        BLAS threads of the run, as for ``bptt.train.train``.
+        BLAS threads of the run, as for ``bptt.runs.train.train``.
 
     Returns
     -------
@@ -323,7 +323,7 @@ def execute(config, out, threads=None):
         "error": message}`` for a run that fails on its own (invalid options, divergence); the
         message is also written to ``out/failed.json``.
     """
-    from bptt import train as training
+    from bptt.runs import train as training
 
     try:
         if os.path.exists(os.path.join(out, training.CHECKPOINT)):
@@ -361,7 +361,7 @@ def plan(spec, out):
         ``--out`` holds a run of the same name with other options (the spec changed): its
         numbers would not be those of the spec, so it is neither skipped nor continued.
     """
-    from bptt import train as training
+    from bptt.runs import train as training
 
     states = {}
     for run in spec.runs:

@@ -18,25 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bptt.config import integer
-from bptt.data import Scaler, chronological_split, read_csv, windows
-from bptt.tasks import baselines as bl
-from bptt.tasks.base import Task
+from bptt.errors import integer
+from bptt.data.readers import Scaler, chronological_split, read_csv, windows
+from bptt.data.tasks import baselines as bl
+from bptt.data.tasks.base import Task
 
 __all__ = ["SeriesTask", "from_csv", "sine", "mackey_glass", "lorenz", "narma10", "sunspots",
            "airline", "nile", "DATA_DIR", "mackey_glass_series", "lorenz_series", "narma10_series"]
 
 
-def _data_dir():
-    """The shipped series: package data ``bptt.datasets`` when installed (pyproject maps the
-    top-level ``data/`` folder to it), the ``data/`` folder itself in a source checkout."""
-    try:
-        return importlib.resources.files("bptt.datasets")
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "data"
-
-
-DATA_DIR = _data_dir()
+#: The shipped series and texts: the package data ``bptt.data.series``.
+DATA_DIR = importlib.resources.files("bptt.data.series")
 
 _SERIES_METRICS = ("mse", "rmse", "mae")
 
@@ -58,7 +50,7 @@ class SeriesTask(Task):
         T, window length.
     validation, test : int or float
         Sizes of the last two parts, as counts of time points or shares of N
-        (``bptt.data.chronological_split``).
+        (``bptt.data.readers.chronological_split``).
     horizon : int
         Steps ahead (1 = one-step-ahead).
     period : int, optional
@@ -261,7 +253,7 @@ def from_csv(path, target, columns=None, seq_len=20, validation=0.15, test=0.15,
     Parameters
     ----------
     path : str or os.PathLike
-        Rows in time order; checked row by row (``bptt.data.read_csv``).
+        Rows in time order; checked row by row (``bptt.data.readers.read_csv``).
     target : str
         The column to forecast.
     columns : sequence of str, optional

@@ -1,7 +1,7 @@
 """Gradient-flow measurements: how a loss's gradient decays as it flows back through time.
 
 Everything here returns plain numpy arrays (or small records of them); drawing them is
-``bptt.plots``'s job.  The measurements work on any model with the step interface of
+``bptt.diagnostics.plots``'s job.  The measurements work on any model with the step interface of
 ``bptt.nn.SequenceModel``: ``model.step(x_t, state) -> (y_t, state)`` and
 ``model.initial_state(batch_size)``, a state being a Tensor (L, B, H) or, for an LSTM, a tuple
 ``(h, c)`` of them.
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bptt import checkpoint as checkpointing
-from bptt.config import check_finite
+from bptt.nn import recompute as checkpointing
+from bptt.errors import check_finite
 from bptt.tape import Tensor, no_grad
 
 __all__ = ["hidden_grad_norms", "jacobians", "jacobian_norms", "DecayFit", "decay_rate",
@@ -96,7 +96,7 @@ def hidden_grad_norms(model, x, y, loss_fn, mask=None, state=None, per_example=F
     y : array_like or Tensor
         Targets, indexed by step: ``y[t]`` is passed to ``loss_fn``.
     loss_fn : callable
-        ``loss_fn(y_pred_t, y_t) -> scalar Tensor`` (e.g. ``bptt.tasks.loss_function(task)``).
+        ``loss_fn(y_pred_t, y_t) -> scalar Tensor`` (e.g. ``bptt.data.tasks.loss_function(task)``).
     mask : array_like, shape (T,), optional
         Non-negative weights of the steps' losses; steps weighted 0 are not evaluated.  For a
         loss at the last step only (the adding problem; what ``decay_rate`` expects), a one-hot
@@ -106,7 +106,7 @@ def hidden_grad_norms(model, x, y, loss_fn, mask=None, state=None, per_example=F
     per_example : bool
         Give one norm per example instead of one over the whole batch.
     checkpoint : optional
-        Bound the memory: 'sqrt', a number of segments, or ``bptt.checkpoint.memory_budget(
+        Bound the memory: 'sqrt', a number of segments, or ``bptt.nn.recompute.memory_budget(
         slots)``.  A forward pass without recording stores the state at each segment's start;
         then, newest segment first, each segment is recorded again from its stored state and
         backpropagated with the cotangent of its final state from the segment after it.  The
@@ -615,4 +615,3 @@ def fixed_point_gradients(model, x, y, loss_fn, ks=(1, 2, 5, 10, 20, 50)):
 
 
 __all__ += ["FixedPointGradients", "fixed_point_gradients"]
-from bptt.online import gradient_alignment  # noqa: E402  (defined beside the estimators it compares)

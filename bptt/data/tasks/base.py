@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bptt.config import integer
+from bptt.errors import integer
 from bptt.rng import generator
 
 __all__ = ["Task", "METRICS"]
@@ -24,7 +24,7 @@ class Task:
     input_size, output_size : int
         I and O (O = number of classes for 'cross_entropy' tasks).
     loss : {'mse', 'cross_entropy'}
-        What training minimises, per step (``bptt.tasks.loss_function``).
+        What training minimises, per step (``bptt.data.tasks.loss_function``).
     metric : {'mse', 'rmse', 'mae', 'accuracy', 'cross_entropy'}
         What ``score`` reports.
     seq_len : int

@@ -1,6 +1,6 @@
 """Data plumbing: batching, validated CSV reading, chronological splits, scaling and windows.
 
-Everything here works on plain numpy arrays; ``bptt.tasks`` builds the forecasting tasks from it.
+Everything here works on plain numpy arrays; ``bptt.data.tasks`` builds the forecasting tasks from it.
 A series is split in time order (train, then validation, then test), its scaler is fitted on the
 training part alone, and windows are cut time-major, ``(T, B, ...)``, like every other sequence in
 the package.
@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from bptt.config import integer
+from bptt.errors import integer
 from bptt.rng import generator
 
 __all__ = ["batches", "CSVError", "MAX_LINE", "read_csv", "chronological_split", "Scaler", "windows"]
@@ -156,7 +156,7 @@ def _lines(f, path):
                            f"binary or zero-filled file, not CSV text; give a CSV text file")
         if len(line) > MAX_LINE:
             raise CSVError(path, line_num, f"a line longer than {MAX_LINE} characters "
-                           f"(bptt.data.MAX_LINE), far more than a row of numbers needs; check that "
+                           f"(bptt.data.readers.MAX_LINE), far more than a row of numbers needs; check that "
                            f"this is the CSV meant and that it has one row per line")
         yield line
 

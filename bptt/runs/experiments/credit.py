@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from bptt.config import ConfigError, option_integer
+from bptt.errors import ConfigError, option_integer
 
 __all__ = ["DEFAULT_ESTIMATORS", "parse_estimators", "measure", "run", "write_csv", "COLUMNS"]
 
@@ -43,7 +43,7 @@ def parse_estimators(text=None):
     ConfigError
         For ``--estimators``, naming the bad entry.
     """
-    from bptt.online import parse_estimator
+    from bptt.credit.online import parse_estimator
 
     specs = []
     for token in (t.strip() for t in (DEFAULT_ESTIMATORS if text is None else text).split(",")):
@@ -62,7 +62,7 @@ def parse_estimators(text=None):
 def _train(model, task, loss_fn, steps, lr, batch_size, rng):
     """``steps`` Adam updates with full BPTT, one fresh batch each."""
     from bptt.optim import Adam
-    from bptt.tbptt import TBPTT
+    from bptt.credit.tbptt import TBPTT
 
     trainer = TBPTT(model, loss_fn, Adam(model.parameters(), lr=lr), k1=task.seq_len)
     for _ in range(steps):
@@ -78,10 +78,10 @@ def measure(spec, task, estimators, *, hidden=16, batch_size=8, samples=100, tra
     Returns
     -------
     dict
-        ``{estimator spec: record}`` as ``bptt.online.gradient_alignment`` returns it.
+        ``{estimator spec: record}`` as ``bptt.credit.online.gradient_alignment`` returns it.
     """
-    from bptt import tasks
-    from bptt.online import gradient_alignment
+    from bptt.data import tasks
+    from bptt.credit.online import gradient_alignment
 
     rng = np.random.default_rng(seed)
     model = spec.build(task.input_size, hidden, task.output_size, 1, rng)
@@ -94,7 +94,7 @@ def measure(spec, task, estimators, *, hidden=16, batch_size=8, samples=100, tra
 
 def _truncation(spec, record, T):
     """(k1, k2) of an estimator spec: its window for TBPTT and ``auto``, T (full) otherwise."""
-    from bptt.online import parse_estimator
+    from bptt.credit.online import parse_estimator
 
     kind, opts = parse_estimator(spec)
     if kind == "tbptt":
@@ -127,9 +127,9 @@ def run(cells=None, *, task="lag", estimators=None, seq_len=None, hidden=16, bat
     Parameters
     ----------
     cells : str, optional
-        A cell list for ``bptt.gradflow.parse_cells``; every registered cell when None.
+        A cell list for ``bptt.runs.experiments.gradflow.parse_cells``; every registered cell when None.
     task : str
-        A name of ``bptt.tasks.names()``.
+        A name of ``bptt.data.tasks.names()``.
     estimators : str, optional
         An estimator list for ``parse_estimators``; ``DEFAULT_ESTIMATORS`` when None.
     seq_len : int, optional
@@ -156,9 +156,10 @@ def run(cells=None, *, task="lag", estimators=None, seq_len=None, hidden=16, bat
     ConfigError
         Naming the command-line option at fault.
     """
-    from bptt import plots, tasks
-    from bptt.gradflow import parse_cells
-    from bptt.train import CELLS
+    from bptt.diagnostics import plots
+    from bptt.data import tasks
+    from bptt.runs.experiments.gradflow import parse_cells
+    from bptt.runs.train import CELLS
 
     specs = parse_cells(",".join(CELLS) if cells is None else cells)
     names = parse_estimators(estimators)

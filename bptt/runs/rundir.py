@@ -1,6 +1,6 @@
 """A run directory's files: what makes a folder a run, its lock, its metrics log and checkpoint.
 
-``bptt.train`` runs the training loop; this module keeps the files it leaves consistent under
+``bptt.runs.train`` runs the training loop; this module keeps the files it leaves consistent under
 faults.  The rules it enforces:
 
 * A folder is a run when it holds ``checkpoint.npz``.  A fresh run goes only into a missing or
@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from bptt.config import ConfigError, RunError
+from bptt.errors import ConfigError, RunError
 from bptt.io import TEMP_PREFIX, atomic_open, load_npz
 
 __all__ = ["CONFIG", "METRICS", "CHECKPOINT", "RESULT", "LOCK", "METRIC_COLUMNS", "RunLocked",

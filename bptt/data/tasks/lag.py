@@ -16,7 +16,7 @@ import itertools
 
 import numpy as np
 
-from bptt.tasks.base import Task
+from bptt.data.tasks.base import Task
 
 __all__ = ["Lag"]
 

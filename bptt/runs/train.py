@@ -1,6 +1,6 @@
 """Training runs: the engine behind ``bptt train`` and ``bptt evaluate``.
 
-A run trains a ``SequenceModel`` on a task from ``bptt.tasks`` with truncated BPTT and keeps
+A run trains a ``SequenceModel`` on a task from ``bptt.data.tasks`` with truncated BPTT and keeps
 everything in one directory::
 
     runs/NAME/
@@ -33,7 +33,7 @@ whole number of sequences and ``result.json`` reports the updates actually made.
 checkpoints happen at sequence boundaries, where no recurrent state is carried: a checkpoint
 therefore needs no TBPTT state, and resuming from it continues exactly as an uninterrupted run.
 Ctrl-C (KeyboardInterrupt) and a NaN/inf loss both leave the checkpoint at the last boundary
-reached with finite numbers.  With ``stateful`` (``bptt.streams``) a sequence is instead one
+reached with finite numbers.  With ``stateful`` (``bptt.runs.streams``) a sequence is instead one
 window of k1 steps of the B training streams, the state carried from window to window, and the
 checkpoint also holds the stream's position and what TBPTT carries (``TBPTT.stream_state``).
 
@@ -57,12 +57,13 @@ import numpy as np
 import bptt
 from bptt import blas
 from bptt import rng as bptt_rng
-from bptt import checkpoint as checkpointing
-from bptt import rundir, streams
-from bptt.config import ConfigError, Interrupted, RunError, option_choice, option_float, option_integer
+from bptt.nn import recompute as checkpointing
+from bptt.runs import rundir
+from bptt.runs import streams
+from bptt.errors import ConfigError, Interrupted, RunError, option_choice, option_float, option_integer
 from bptt.io import save_json, save_npz
-from bptt.nn import cell as cell_registry
-from bptt.rundir import CHECKPOINT, CONFIG, METRIC_COLUMNS, METRICS, RESULT, RunMismatch, read_metrics
+from bptt.nn import registry as cell_registry
+from bptt.runs.rundir import CHECKPOINT, CONFIG, METRIC_COLUMNS, METRICS, RESULT, RunMismatch, read_metrics
 
 __all__ = ["TrainConfig", "ConfigError", "RunError", "TrainingDiverged", "train", "resume", "evaluate",
            "summary_line", "default_out", "read_metrics", "prepare", "build_task", "build_model",
@@ -107,13 +108,13 @@ class TrainConfig:
 
     None means: ``seq_len`` the task's own default, ``k1`` the sequence length, ``k2`` k1,
     ``lr`` the optimizer's default in ``OPTIMIZERS``, ``hidden``, ``batch`` and ``steps`` the
-    task's defaults (``bptt.tasks.train_defaults``) or else those in ``DEFAULTS``; ``prepare``
+    task's defaults (``bptt.data.tasks.train_defaults``) or else those in ``DEFAULTS``; ``prepare``
     fills them in.  ``data``,
     ``columns`` and ``target`` train on a user's CSV series instead of a named task.
     ``forget_bias`` and ``nonlinearity`` go to the cells that take them (LSTM; RNN and IndRNN);
     ``nonlinearity=None`` is the cell's own default.  ``task='text'`` reads the UTF-8 file
     ``data``.  ``stateful`` trains on the training part cut into ``batch`` streams with the state
-    carried (``bptt.streams``); ``epochs``, which needs it, then fixes ``steps``.  ``embed`` is
+    carried (``bptt.runs.streams``); ``epochs``, which needs it, then fixes ``steps``.  ``embed`` is
     the embedding width of a text model (None: ``hidden``).
     """
 
@@ -149,7 +150,7 @@ def prepare(config):
 
     The resolved copy has seq_len, k1, k2, lr, hidden, batch and steps filled in, and ``data``
     made an absolute path.  Options left as None take the task's defaults first
-    (``bptt.tasks.train_defaults``: e.g. shakespeare's LSTM of 256 for 8 epochs with
+    (``bptt.data.tasks.train_defaults``: e.g. shakespeare's LSTM of 256 for 8 epochs with
     ``stateful``), then ``DEFAULTS`` and ``OPTIMIZERS``; an option that is given always wins.
 
     Raises
@@ -159,7 +160,7 @@ def prepare(config):
         built, with the task's own message (a CSV's names the file and line), and sizes whose
         arrays would not fit in this machine's memory (saying how much they ask for).
     """
-    from bptt import tasks
+    from bptt.data import tasks
 
     c = TrainConfig(**asdict(config))
     for option, value in (("--data", c.data), ("--target", c.target)):
@@ -241,7 +242,7 @@ def _fill_defaults(c):
     ``steps`` to the other runs given neither (``streams.configure`` turns epochs into steps).
     Its ``lr`` is for its ``optimizer``: a run with another optimizer gets that one's default.
     """
-    from bptt import tasks
+    from bptt.data import tasks
 
     own = tasks.train_defaults(c.task) if c.data is None and c.task in tasks.names() else {}
     if c.steps is None and c.epochs is None:
@@ -315,7 +316,7 @@ def _gb(n):
 # -- building the pieces ---------------------------------------------------------------------
 def build_task(config):
     """The task ``config`` names, or a user's CSV series when ``config.data`` is set."""
-    from bptt import tasks
+    from bptt.data import tasks
 
     try:
         if config.task == "text":
@@ -347,7 +348,7 @@ def build_model(config, task):
     """A ``SequenceModel`` for ``task`` (a ``LanguageModel`` for a text task), drawn from the
     package generator seeded with ``config.seed``."""
     bptt.seed(config.seed)
-    if isinstance(task, bptt.tasks.TextTask):
+    if isinstance(task, bptt.data.tasks.TextTask):
         return bptt.nn.LanguageModel(config.cell, task.output_size, config.embed or config.hidden,
                                      config.hidden, num_layers=config.layers, init=config.init,
                                      **cell_options(config))
@@ -405,8 +406,8 @@ class _Run:
     """One run's state between sequences: model, optimizer, generators, step, training seconds."""
 
     def __init__(self, config, task, out):
-        from bptt import tasks
-        from bptt.tbptt import TBPTT
+        from bptt.data import tasks
+        from bptt.credit.tbptt import TBPTT
 
         self.config, self.task, self.out = config, task, out
         self.model = build_model(config, self.task)
@@ -502,7 +503,7 @@ class _Run:
         (their footprints, measured now, are cached for training)."""
         c = self.config
         T = min(c.k2, c.seq_len)
-        shape = (T, c.batch) if isinstance(self.task, bptt.tasks.TextTask) else (T, c.batch, self.task.input_size)
+        shape = (T, c.batch) if isinstance(self.task, bptt.data.tasks.TextTask) else (T, c.batch, self.task.input_size)
         try:
             self.model(np.zeros(shape, np.int64 if len(shape) == 2 else np.float32), checkpoint=c.checkpoint)
         except checkpointing.BudgetError as err:
@@ -803,7 +804,7 @@ def _finish(run):
 
 
 def _write_plots(run, end, suggested_k2):
-    from bptt import plots
+    from bptt.diagnostics import plots
 
     out = run.out
     stages = {"start (step 0)": run.gradflow_start, f"end (step {run.step})": end}

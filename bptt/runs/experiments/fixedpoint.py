@@ -1,6 +1,6 @@
 """The experiment behind ``bptt fixedpoint``: one fixed-point network trained with each gradient.
 
-For each static task (``bptt.tasks.static``: two spirals, pattern completion) and each gradient
+For each static task (``bptt.data.tasks.static``: two spirals, pattern completion) and each gradient
 method, the same network, ``Sequential(FixedPoint(cell, I, H), Linear(H, O))`` from the same
 initial weights, makes the same number of Adam updates on the same batches.  Per method it
 records the loss curve, the test score, the median seconds per update, the peak memory of one
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bptt.config import ConfigError, option_float, option_integer
+from bptt.errors import ConfigError, option_float, option_integer
 
 __all__ = ["DEFAULT_METHODS", "TASKS", "Method", "MethodResult", "parse_methods", "build", "train_method", "run"]
 
@@ -178,7 +178,7 @@ def run(tasks=TASKS, grads=None, *, cell="rnn", hidden=32, steps=300, lr=0.01, b
     Parameters
     ----------
     tasks : sequence of str
-        Names of ``bptt.tasks.static.STATIC_TASKS``.
+        Names of ``bptt.data.tasks.static.STATIC_TASKS``.
     grads : str, optional
         A method list for ``parse_methods``; ``DEFAULT_METHODS`` when None.
     cell : str
@@ -205,10 +205,10 @@ def run(tasks=TASKS, grads=None, *, cell="rnn", hidden=32, steps=300, lr=0.01, b
     ConfigError
         Naming the command-line option at fault.
     """
-    from bptt import plots
+    from bptt.diagnostics import plots
     from bptt.diagnostics import fixed_point_gradients
-    from bptt.tasks.static import STATIC_TASKS, get_static
-    from bptt.train import CELLS
+    from bptt.data.tasks.static import STATIC_TASKS, get_static
+    from bptt.runs.train import CELLS
 
     methods = parse_methods(grads)
     for name in tasks:

@@ -29,9 +29,9 @@ import math
 
 import numpy as np
 
-from bptt.config import ConfigError
+from bptt.errors import ConfigError
 from bptt.tape import no_grad
-from bptt.tasks.text import TextTask
+from bptt.data.tasks.text import TextTask
 
 __all__ = ["batchify", "part_stream", "score", "updates_per_epoch", "window_loss", "configure",
            "StreamTraining"]
@@ -146,7 +146,7 @@ def configure(config, task):
 
 def window_loss(task):
     """``window_loss(y_pred, y)`` -> the (n,) per-step losses of an n-step window, as
-    ``bptt.tasks.loss_function(task)`` gives them step by step (one entry per window)."""
+    ``bptt.data.tasks.loss_function(task)`` gives them step by step (one entry per window)."""
     from bptt.nn import losses
 
     if task.loss == "cross_entropy":
@@ -163,7 +163,7 @@ class StreamTraining:
     model : SequenceModel or LanguageModel
     optimizer : optimizer of ``bptt.optim``
     loss_fn : callable
-        Per step, ``bptt.tasks.loss_function(task)``.
+        Per step, ``bptt.data.tasks.loss_function(task)``.
     config : TrainConfig
         Its ``batch`` (B), ``k1``, ``k2`` and ``clip``.
 
@@ -178,12 +178,12 @@ class StreamTraining:
     """
 
     def __init__(self, task, model, optimizer, loss_fn, config):
-        from bptt.tbptt import TBPTT
+        from bptt.credit.tbptt import TBPTT
 
         x, y, _ = part_stream(task, "train")
         self.x, self.y = batchify(x, config.batch), batchify(y, config.batch)
         self.k1 = config.k1
-        from bptt.train import tbptt_options
+        from bptt.runs.train import tbptt_options
 
         self.trainer = TBPTT(model, loss_fn, optimizer, config.k1, config.k2, clip_norm=config.clip or None,
                              window_loss=window_loss(task), **tbptt_options(config))

@@ -1,28 +1,28 @@
 """Sequence tasks with their losses, metrics and baselines: ``get(name, **options)``.
 
-Every task follows one interface (``bptt.tasks.base.Task``): ``batch(batch_size, rng)`` gives
+Every task follows one interface (``bptt.data.tasks.base.Task``): ``batch(batch_size, rng)`` gives
 ``(x (T, B, I), y, mask (T,))``; ``validation_set()`` and ``test_set()`` are fixed by the seed;
 ``score(pred, y, mask)`` computes the task's metric and ``baselines()`` what simple predictors
 reach on the same test set.
 
 Examples
 --------
->>> import bptt.tasks
->>> task = bptt.tasks.get("adding", seq_len=50)
+>>> import bptt.data.tasks
+>>> task = bptt.data.tasks.get("adding", seq_len=50)
 >>> x, y, mask = task.batch(32, np.random.default_rng(0))     # (50, 32, 2), (50, 32, 1), (50,)
->>> loss_fn = bptt.tasks.loss_function(task)                   # per step: loss_fn(pred_t, y_t)
+>>> loss_fn = bptt.data.tasks.loss_function(task)                   # per step: loss_fn(pred_t, y_t)
 """
 
 from __future__ import annotations
 
 import inspect
 
-from bptt.tasks.base import Task
-from bptt.tasks.forecasting import SeriesTask, from_csv
-from bptt.tasks import forecasting as _fc
-from bptt.tasks.lag import Lag
-from bptt.tasks import toy as _toy
-from bptt.tasks.text import TextTask, text, shakespeare as _shakespeare
+from bptt.data.tasks.base import Task
+from bptt.data.tasks.forecasting import SeriesTask, from_csv
+from bptt.data.tasks import forecasting as _fc
+from bptt.data.tasks.lag import Lag
+from bptt.data.tasks import toy as _toy
+from bptt.data.tasks.text import TextTask, text, shakespeare as _shakespeare
 
 __all__ = ["get", "names", "options", "train_defaults", "loss_function", "from_csv", "catalogue", "format_catalogue",
            "Task", "SeriesTask", "TextTask", "text"]
@@ -78,7 +78,7 @@ def _factory(name):
     key = str(name).lower().replace("_", "-")
     if key not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; tasks are: {', '.join(_REGISTRY)} "
-                         f"(or a CSV through bptt.tasks.from_csv)")
+                         f"(or a CSV through bptt.data.tasks.from_csv)")
     return _REGISTRY[key]
 
 

@@ -37,9 +37,9 @@ from collections import deque
 
 import numpy as np
 
-from bptt import checkpoint as checkpointing
+from bptt.nn import recompute as checkpointing
 from bptt import functional as F
-from bptt.config import check_finite
+from bptt.errors import check_finite
 from bptt.nn.module import Module
 from bptt.optim import clip_grad_norm
 from bptt.tape import Tensor, no_grad
@@ -181,7 +181,7 @@ class TBPTT:
     checkpoint : optional
         Passed to ``model(x, state, checkpoint=...)`` for every piece on the sequence path:
         'sqrt', a number of stored states, or a memory budget ('500MB',
-        ``bptt.checkpoint.memory_budget(slots)``); each piece then keeps only those states and
+        ``bptt.nn.recompute.memory_budget(slots)``); each piece then keeps only those states and
         recomputes the rest whenever a window backpropagates it, with the same gradient.
 
     Attributes
@@ -279,10 +279,10 @@ class TBPTT:
         return self.k2_max
 
     def _choose_k2(self, curve):
-        """The next window's k2 from the decay measured in the last windows (``bptt.online.
+        """The next window's k2 from the decay measured in the last windows (``bptt.credit.online.
         adaptive_k2``): the smallest whose geometric-tail bound on the bias of the oldest loss
         of a window is at most ``max_bias``; unchanged while fewer than two lags are measured."""
-        from bptt.online import adaptive_k2
+        from bptt.credit.online import adaptive_k2
 
         self._curves.append(curve)
         try:

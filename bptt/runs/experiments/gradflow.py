@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bptt.diagnostics import decay_rate, hidden_grad_norms, memory_horizon, suggest_truncation
-from bptt.config import ConfigError, option_integer
-from bptt.nn import cell as cell_registry
-from bptt.train import NONLINEARITIES
+from bptt.errors import ConfigError, option_integer
+from bptt.nn import registry as cell_registry
+from bptt.runs.train import NONLINEARITIES
 
 __all__ = ["DEFAULT_CELLS", "CellSpec", "CellResult", "parse_cells", "measure", "summarize", "run",
            "write_csv"]
@@ -96,7 +96,7 @@ def parse_cells(text=None, init="default", forget_bias=0.0, nonlinearity=None):
     Parameters
     ----------
     text : str, optional
-        Comma-separated registered cells (``bptt.nn.cell.names()``), each optionally followed by
+        Comma-separated registered cells (``bptt.nn.registry.names()``), each optionally followed by
         ``:key=value`` settings; ``DEFAULT_CELLS`` when None.  Keys: ``init`` and ``label`` for
         every cell, and the cell's own options (``nonlinearity`` for rnn, ``forget_bias`` for
         lstm, ``recurrent_max`` for indrnn, ...).
@@ -192,7 +192,7 @@ def measure(spec, task, *, hidden=64, layers=1, seeds=5, batch_size=32, train_st
     Parameters
     ----------
     spec : CellSpec
-    task : bptt.tasks.Task
+    task : bptt.data.tasks.Task
     hidden, layers, seeds, batch_size, train_steps : int
     lr : float
         Adam's learning rate for the training steps.
@@ -203,8 +203,9 @@ def measure(spec, task, *, hidden=64, layers=1, seeds=5, batch_size=32, train_st
     np.ndarray, shape (seeds, L, T)
         ``hidden_grad_norms`` per seed.
     """
-    from bptt import optim, tasks
-    from bptt.tbptt import TBPTT
+    from bptt import optim
+    from bptt.data import tasks
+    from bptt.credit.tbptt import TBPTT
 
     loss_fn = tasks.loss_function(task)
     curves = []
@@ -344,7 +345,7 @@ def run(cells=None, *, seq_len=200, hidden=64, layers=1, init="default", forget_
     init, forget_bias, nonlinearity :
         Settings of the cells that do not give their own.
     task : str
-        A name of ``bptt.tasks.names()``; it draws the inputs and targets.
+        A name of ``bptt.data.tasks.names()``; it draws the inputs and targets.
     train_steps : int
         Adam updates before measuring (0: at initialisation).
     lr : float
@@ -366,7 +367,8 @@ def run(cells=None, *, seq_len=200, hidden=64, layers=1, init="default", forget_
     ConfigError
         Naming the command-line option at fault.
     """
-    from bptt import plots, tasks
+    from bptt.diagnostics import plots
+    from bptt.data import tasks
 
     specs = parse_cells(cells, init=init, forget_bias=forget_bias, nonlinearity=nonlinearity)
     for option, value in (("--seq-len", seq_len), ("--hidden", hidden), ("--layers", layers),

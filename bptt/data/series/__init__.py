@@ -1,0 +1,1 @@
+"""The shipped series and texts, read through ``importlib.resources`` (see README.md here)."""
