@@ -1,5 +1,8 @@
 """The ``bptt`` command: a thin click group; each subcommand calls into the package.
 
+The package prints nothing and draws no bar of its own: each subcommand passes it ``echo``
+(click's) and ``progress`` (``ProgressBar``, click's bar) as callables.
+
 Every subcommand runs inside one guard (``Guarded``): the package's own errors become one clear
 message, never a traceback.  A ``ConfigError`` is a usage error (exit status 2) naming the
 option; a ``RunError`` (a locked, corrupt or mismatched run, a diverged loss), an ``OSError``
@@ -12,15 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import signal
 import sys
 
 import click
 
+from bptt.data.tasks.static import STATIC_TASKS
 from bptt.errors import ConfigError, Interrupted, RunError
-from bptt.runs.experiments.gradflow import DEFAULT_CELLS
 from bptt.nn import compiled
-from bptt.runs.train import CELLS, DEFAULTS, INITS, NONLINEARITIES, OPTIMIZERS, TrainConfig
+from bptt.runs.config import CELLS, DEFAULTS, INITS, NONLINEARITIES, OPTIMIZERS, TrainConfig, cells_taking
+from bptt.runs.experiments.gradflow import DEFAULT_CELLS
 
 
 class Guarded(click.Group):
@@ -98,13 +103,13 @@ class ProgressBar:
     updates a sequence made and shows the running loss.
     """
 
-    def __init__(self, total):
-        self.loss = None
-        self.bar = click.progressbar(length=total, label="training", show_pos=True, file=sys.stderr,
-                                     item_show_func=self._show, hidden=not sys.stderr.isatty())
+    label, show_eta = "training", False
 
-    def _show(self, _):
-        return "" if self.loss is None else f"loss {self.loss:.4g}"
+    def __init__(self, total):
+        self.note = ""
+        self.bar = click.progressbar(length=total, label=self.label, show_pos=True, show_eta=self.show_eta,
+                                     file=sys.stderr, item_show_func=lambda _: self.note,
+                                     hidden=not sys.stderr.isatty())
 
     def __enter__(self):
         self.bar.__enter__()
@@ -114,8 +119,27 @@ class ProgressBar:
         return self.bar.__exit__(*exc)
 
     def update(self, steps, loss):
-        self.loss = loss
+        self.note = "" if loss is None else f"loss {loss:.4g}"
         self.bar.update(steps)
+
+
+class _RunsBar(ProgressBar):
+    """The bar of ``bptt sweep``: ``update(runs, status)`` counts finished runs and shows how
+    many are done, running and failed."""
+
+    label, show_eta = "runs", True
+
+    def update(self, runs, status):
+        self.note = status
+        self.bar.update(runs)
+
+
+def _echo_above_bar(message):
+    """A line printed while a bar may be drawn on a terminal's standard error: the bar's line is
+    cleared first, and the bar redraws itself below."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+    click.echo(message)
 
 
 def _echo_err(message):
@@ -149,11 +173,17 @@ class _K2(click.ParamType):
         return k
 
 
-def _takes(option):
-    """The registered cells that have ``option``, for help texts."""
-    from bptt.nn import registry as cell
+class _Cell(click.ParamType):
+    """A cell in the cell grammar, ``CELL[:KEY=VALUE,...]`` (``bptt.runs.config``): the name is
+    checked here, the options where they are used."""
 
-    return ", ".join(c.name for c in cell.registered() if option in c.options)
+    name = "CELL[:KEY=VALUE,...]"
+
+    def convert(self, value, param, ctx):
+        click.Choice(CELLS).convert(re.split("[:,]", str(value))[0].strip(), param, ctx)
+        return value
+
+
 _POSITIVE = click.IntRange(min=1)
 
 
@@ -161,10 +191,9 @@ def _limit(threads, batch, hidden):
     """``blas.limit`` for models of ``hidden`` units on batches of ``batch``, with the most gate
     blocks of any registered cell."""
     from bptt import blas
-    from bptt.nn import registry as cell
+    from bptt.runs.config import most_gates
 
-    gates = max(len(c.gates) for c in cell.registered())
-    return blas.limit(threads, batch * gates * hidden ** 2)
+    return blas.limit(threads, batch * most_gates() * hidden ** 2)
 
 
 def _threads_option(command):
@@ -189,8 +218,11 @@ def _task_defaults(option):
 @click.option("--seq-len", default=None, type=_POSITIVE,
               help="Sequence length T; the window length for series  [default: the task's own, "
                    "e.g. adding 50, copy 120, sunspots 20]")
-@click.option("--cell", default=_TRAIN_DEFAULTS.cell, show_default=True, type=click.Choice(CELLS),
-              help="The recurrent cell (see `bptt cells`).")
+@click.option("--cell", default=_TRAIN_DEFAULTS.cell, show_default=True, type=_Cell(),
+              help=f"The recurrent cell ({', '.join(CELLS)}), with its options after a colon: "
+                   f"lstm:forget_bias=0, indrnn:nonlinearity=tanh,recurrent_max=2 (`bptt cells` lists "
+                   f"them). Options not given are the cell's defaults, but for the LSTM's forget-gate "
+                   f"bias, which bptt train sets to 1.")
 @click.option("--hidden", default=None, type=_POSITIVE,
               help=f"Hidden units H  [default: {DEFAULTS['hidden']}{_task_defaults('hidden')}]")
 @click.option("--layers", default=_TRAIN_DEFAULTS.layers, show_default=True, type=_POSITIVE)
@@ -221,13 +253,14 @@ def _task_defaults(option):
 @click.option("--seed", default=_TRAIN_DEFAULTS.seed, show_default=True, type=int)
 @click.option("--val-every", default=_TRAIN_DEFAULTS.val_every, show_default=True, type=_POSITIVE,
               help="Validate and checkpoint every this many steps.")
-@click.option("--forget-bias", default=_TRAIN_DEFAULTS.forget_bias, show_default=True, type=_Finite(),
+@click.option("--forget-bias", default=None, type=_Finite(),
+              deprecated="write --cell lstm:forget_bias=VALUE; --forget-bias goes in the next release.",
               help="Added to the LSTM forget-gate bias at initialisation.")
 @click.option("--init", default=_TRAIN_DEFAULTS.init, show_default=True, type=click.Choice(INITS),
               help="Recurrent weight initialisation.")
-@click.option("--nonlinearity", default=_TRAIN_DEFAULTS.nonlinearity,
-              type=click.Choice(NONLINEARITIES),
-              help=f"For cells with a nonlinearity option ({_takes('nonlinearity')})  [default: the cell's own]")
+@click.option("--nonlinearity", default=None, type=click.Choice(NONLINEARITIES),
+              deprecated="write --cell CELL:nonlinearity=VALUE; --nonlinearity goes in the next release.",
+              help=f"For cells with a nonlinearity option ({', '.join(cells_taking('nonlinearity'))}).")
 @click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False, readable=True),
               help="Train on your own series: a CSV file with a header row (with --task text: any "
                    "UTF-8 text, for a character-level language model).")
@@ -264,6 +297,8 @@ def train(ctx, resume, out, progress, steps, threads, **options):
     task's baselines.
     """
     from bptt.runs import train as training
+    from bptt.runs.artifacts import summary_line
+    from bptt.runs.config import default_out
 
     bar = ProgressBar if progress else None
     if resume is not None:
@@ -279,9 +314,9 @@ def train(ctx, resume, out, progress, steps, threads, **options):
         if steps is not None and options["epochs"] is not None:
             raise click.UsageError("give --steps or --epochs, not both")
         config = TrainConfig(steps=steps, **options)
-        out = out or training.default_out(config)
+        out = out or default_out(config)
         result = training.train(config, out, progress=bar, echo=_echo_err, threads=threads)
-    click.echo(training.summary_line(result, out))
+    click.echo(summary_line(result, out))
 
 
 @main.command()
@@ -293,9 +328,10 @@ def evaluate(run_dir, as_json, threads):
     import json
 
     from bptt.runs import train as training
+    from bptt.runs.artifacts import summary_line
 
     result = training.evaluate(run_dir, threads=threads)
-    click.echo(json.dumps(result, indent=2) if as_json else training.summary_line(result, run_dir))
+    click.echo(json.dumps(result, indent=2) if as_json else summary_line(result, run_dir))
 
 
 @main.command()
@@ -324,8 +360,8 @@ def tasks(as_json, threads):
 @click.option("--layers", default=1, show_default=True, type=_POSITIVE)
 @click.option("--init", default="default", show_default=True, type=click.Choice(INITS),
               help="Recurrent weight initialisation of cells that do not set their own.")
-@click.option("--forget-bias", default=0.0, show_default=True, type=_Finite(),
-              help="LSTM forget-gate bias of LSTMs that do not set their own.")
+@click.option("--forget-bias", default=None, type=_Finite(),
+              help="LSTM forget-gate bias of LSTMs that do not set their own  [default: the cell's own]")
 @click.option("--nonlinearity", default=None, type=click.Choice(NONLINEARITIES),
               help="Of cells with a nonlinearity option that do not set their own  [default: the cell's own]")
 @click.option("--train-steps", default=0, show_default=True, type=click.IntRange(min=0),
@@ -435,11 +471,15 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
     out = out or os.path.join("sweeps", os.path.splitext(os.path.basename(spec))[0])
     try:
         parsed = sweeping.load_spec(spec)
-        sweeping.run_sweep(parsed, out, workers=workers, scheduler=scheduler, progress=progress,
-                           threads=threads)
+        sweeping.run_sweep(parsed, out, workers=workers, scheduler=scheduler, threads=threads,
+                           echo=_echo_above_bar if progress else click.echo,
+                           progress=_RunsBar if progress else None)
+    except sweeping.DaskMissing as err:
+        _echo_err(str(err))
+        ctx.exit(2)
     except sweeping.SpecError as err:
         raise click.UsageError(str(err)) from None
-    except sweeping.ConfigError as err:
+    except ConfigError as err:
         raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
     rows, groups = sweep_report.write_report(out)
     failed = sum(r["status"] == "failed" for r in rows)
@@ -453,12 +493,13 @@ def sweep(ctx, spec, out, workers, scheduler, report_dir, best_dir, ensemble, pr
 
 
 @main.command()
-@click.option("--task", "tasks", multiple=True, type=click.Choice(["spirals", "patterns"]),
-              help="A static task (repeatable)  [default: spirals and patterns]")
+@click.option("--task", "tasks", multiple=True, type=click.Choice(list(STATIC_TASKS)),
+              help=f"A static task (repeatable)  [default: {' and '.join(STATIC_TASKS)}]")
 @click.option("--grad", "grads", default=None,
               help="Comma-separated gradient methods: rbp, gmres, bicgstab, neumann:k (k terms), bptt (every "
                    "iteration), bptt:k (the last k iterations)  [default: rbp,gmres,bicgstab,neumann:3,bptt,bptt:3]")
-@click.option("--cell", default="rnn", show_default=True, type=click.Choice(CELLS))
+@click.option("--cell", default="rnn", show_default=True, type=_Cell(),
+              help="The cell of the fixed-point layer, with its options after a colon, as for bptt train.")
 @click.option("--hidden", default=32, show_default=True, type=_POSITIVE, help="Hidden units H.")
 @click.option("--steps", default=300, show_default=True, type=_POSITIVE, help="Adam updates per method.")
 @click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True))
@@ -484,7 +525,6 @@ def fixedpoint(tasks, grads, ks, contractive, threads, **options):
     grows, and a CSV of the lines.
     """
     from bptt.runs.experiments import fixedpoint as experiment
-    from bptt.errors import ConfigError
     from bptt.nn import FixedPointError
 
     try:
@@ -493,7 +533,7 @@ def fixedpoint(tasks, grads, ks, contractive, threads, **options):
         except ValueError:
             raise ConfigError("--ks", f"need comma-separated integers, got {ks!r}") from None
         with _limit(threads, options["batch"], options["hidden"]):
-            experiment.run(tasks=tasks or experiment.TASKS, grads=grads, ks=ks, contractive=contractive or None,
+            experiment.run(tasks=tasks or None, grads=grads, ks=ks, contractive=contractive or None,
                            echo=click.echo, **options)
     except ConfigError as err:
         raise click.BadParameter(err.message, param_hint=f"'{err.option}'") from None
@@ -533,7 +573,6 @@ def credit(threads, **options):
     and cell.
     """
     from bptt.runs.experiments import credit as experiment
-    from bptt.errors import ConfigError
 
     try:
         with _limit(threads, options["batch_size"], options["hidden"]):
@@ -555,7 +594,6 @@ def credit(threads, **options):
 def sample(run_dir, length, temperature, prime, seed, threads):
     """Print text generated by the checkpoint in RUN_DIR, a run of a text task."""
     from bptt.runs import sample as sampling
-    from bptt.errors import ConfigError
 
     try:
         text = sampling.sample(run_dir, length=length, temperature=temperature, prime=prime, seed=seed,

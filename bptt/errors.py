@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Collection
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+T = TypeVar("T")
 
 __all__ = ["ConfigError", "RunError", "Interrupted", "integer", "option_integer", "option_choice", "option_float",
            "check_finite"]
@@ -26,7 +31,7 @@ __all__ = ["ConfigError", "RunError", "Interrupted", "integer", "option_integer"
 class ConfigError(ValueError):
     """An invalid option; ``option`` names it as the user gave it (``--k2``, a spec key, ...)."""
 
-    def __init__(self, option, message):
+    def __init__(self, option: str, message: str) -> None:
         super().__init__(f"{option}: {message}")
         self.option = option
         self.message = message
@@ -40,37 +45,38 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) after a run saved its state and said where; the message says it."""
 
 
-def _is_integer(value, least):
+def _is_integer(value: object, least: int) -> bool:
     return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            and value >= least)
+            and value >= least)  # type: ignore[operator]  # typeshed's Integral has no >=
 
 
-def _kind(least):
+def _kind(least: int) -> str:
     return "a positive integer" if least == 1 else f"an integer >= {least}"
 
 
-def integer(value, name, who, least=1):
+def integer(value: Any, name: str, who: str, least: int = 1) -> int:
     """``value`` as an ``int``, or a ValueError ``"{who}: {name} must be a positive integer, got ..."``."""
     if not _is_integer(value, least):
         raise ValueError(f"{who}: {name} must be {_kind(least)}, got {value!r}")
     return int(value)
 
 
-def option_integer(value, option, least=1):
+def option_integer(value: Any, option: str, least: int = 1) -> int:
     """``value`` as an ``int``, or ``ConfigError(option, "need a positive integer, got ...")``."""
     if not _is_integer(value, least):
         raise ConfigError(option, f"need {_kind(least)}, got {value!r}")
     return int(value)
 
 
-def option_choice(value, allowed, option):
+def option_choice(value: T, allowed: Collection[T], option: str) -> T:
     """``value`` if it is one of ``allowed``, else a ConfigError listing them."""
     if value not in allowed:
         raise ConfigError(option, f"unknown value {value!r}; choose from {', '.join(map(str, allowed))}")
     return value
 
 
-def option_float(value, option, low=-math.inf, low_open=False, what="a finite number"):
+def option_float(value: Any, option: str, low: float = -math.inf, low_open: bool = False,
+                 what: str = "a finite number") -> float:
     """``value`` as a finite ``float`` above ``low`` (or at it unless ``low_open``), else a
     ConfigError ``"need {what} > low, got ..."``; NaN and infinity are always refused."""
     try:
@@ -84,7 +90,7 @@ def option_float(value, option, low=-math.inf, low_open=False, what="a finite nu
     return v
 
 
-def check_finite(who, **arrays):
+def check_finite(who: str, **arrays: ArrayLike) -> None:
     """Raise a ValueError naming the array and its first NaN or infinite element, if any.
 
     An array named ``mask`` must also hold no negative weight.

@@ -20,11 +20,14 @@ Shapes: P tangents of a tensor of shape S are an array (P, *S).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from bptt import ops
-from bptt.tape import Tensor, no_grad
+from bptt.tape import Tensor, TensorLike, no_grad
 
 __all__ = ["jvp", "forward_mode", "JVPError"]
 
@@ -38,16 +41,17 @@ class Trace:
 
     __slots__ = ("P", "_tangents")
 
-    def __init__(self, P):
+    def __init__(self, P: int) -> None:
         self.P = int(P)
-        self._tangents = {}     # id(tensor) -> (tensor, tangents); the tensor keeps its id valid
+        # id(tensor) -> (tensor, tangents); the tensor keeps its id valid
+        self._tangents: dict[int, tuple[Tensor, np.ndarray]] = {}
 
-    def get(self, t):
+    def get(self, t: Tensor) -> np.ndarray | None:
         """The ``(P, *t.shape)`` tangents of ``t``, or None when none reached it (zero)."""
         found = self._tangents.get(id(t))
         return None if found is None else found[1]
 
-    def seed(self, t, tangent):
+    def seed(self, t: Tensor, tangent: ArrayLike) -> None:
         """Give the tensor ``t`` the tangents ``tangent (P, *t.shape)``."""
         if not isinstance(t, Tensor):
             raise TypeError(f"forward_mode: a tangent needs a Tensor to ride on, got {type(t).__name__}")
@@ -57,7 +61,8 @@ class Trace:
                              f"{(self.P, *t.shape)} (P = {self.P} first), got {tangent.shape}")
         self._tangents[id(t)] = (t, tangent)
 
-    def __call__(self, op, args, static, res, outs):
+    def __call__(self, op: ops.Primitive, args: tuple[Any, ...], static: dict[str, Any], res: Any,
+                 outs: tuple[Tensor, ...]) -> None:
         ts = tuple(self.get(a) if isinstance(a, Tensor) else None for a in args)
         if all(t is None for t in ts):
             return
@@ -78,7 +83,7 @@ class Trace:
             if t is not None:
                 self._tangents[id(o)] = (o, self._fit(op, o, t))
 
-    def _fit(self, op, o, t):
+    def _fit(self, op: ops.Primitive, o: Tensor, t: np.ndarray) -> np.ndarray:
         want = (self.P, *o.shape)
         if t.shape != want:
             try:
@@ -94,7 +99,7 @@ class Trace:
 
 
 @contextlib.contextmanager
-def forward_mode(seeds, P):
+def forward_mode(seeds: Iterable[tuple[Tensor, ArrayLike]], P: int) -> Iterator[Trace]:
     """Push P tangents forward through every primitive called inside the block.
 
     Parameters
@@ -127,7 +132,9 @@ def forward_mode(seeds, P):
         ops.forward_hook = None
 
 
-def jvp(fn, primals, tangents, batched=False):
+def jvp(fn: Callable[..., Tensor | Sequence[Tensor]], primals: Sequence[TensorLike],
+        tangents: Sequence[ArrayLike | None], batched: bool = False
+        ) -> tuple[Tensor | Sequence[Tensor], np.ndarray | tuple[np.ndarray, ...]]:
     """The output of ``fn(*primals)`` and its Jacobian-vector products with ``tangents``.
 
     Parameters

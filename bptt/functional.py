@@ -6,10 +6,14 @@ module gives them numpy-style signatures and binds them to ``Tensor``.  No deriv
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from bptt import ops
-from bptt.tape import Tensor
+from bptt.tape import Tensor, TensorLike
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log", "sqrt", "abs",
            "tanh", "sigmoid", "relu", "maximum", "minimum", "where", "clip", "sum", "mean",
@@ -22,90 +26,90 @@ softplus = ops.softplus
 maximum, minimum, where = ops.maximum, ops.minimum, ops.where
 
 
-def _data(x):
+def _data(x: TensorLike) -> Any:
     return x.data if isinstance(x, Tensor) else x
 
 
-def sum(x, axis=None, keepdims=False):
+def sum(x: TensorLike, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (all axes when None), as ``np.sum``."""
     return ops.reduce_sum(x, axis=axis, keepdims=keepdims)
 
 
-def mean(x, axis=None, keepdims=False):
+def mean(x: TensorLike, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis`` (all axes when None), as ``np.mean``."""
     return ops.mean(x, axis=axis, keepdims=keepdims)
 
 
-def max(x, axis=None, keepdims=False):
+def max(x: TensorLike, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Maximum over ``axis`` (all axes when None); tied maxima share the gradient."""
     return ops.reduce_max(x, axis=axis, keepdims=keepdims)
 
 
-def clip(x, low=None, high=None):
+def clip(x: TensorLike, low: ArrayLike | None = None, high: ArrayLike | None = None) -> Tensor:
     """Limit values to [low, high]; the gradient is zero where a bound is active."""
     return ops.clip(x, low=low, high=high)
 
 
-def reshape(x, *shape):
+def reshape(x: TensorLike, *shape: int | Sequence[int]) -> Tensor:
     """Reshape as ``np.reshape``; ``shape`` as one tuple or as separate integers."""
     if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
-        shape = shape[0]
+        shape = shape[0]  # type: ignore[assignment]  # the one sequence given
     return ops.reshape(x, shape=tuple(shape))
 
 
-def transpose(x, *axes):
+def transpose(x: TensorLike, *axes: int | Sequence[int]) -> Tensor:
     """Permute axes as ``np.transpose``; reverses them when none are given."""
     if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
-        axes = axes[0]
+        axes = axes[0]  # type: ignore[assignment]  # the one sequence given
     return ops.transpose(x, axes=tuple(axes) if axes else None)
 
 
-def concat(tensors, axis=0):
+def concat(tensors: Sequence[TensorLike], axis: int = 0) -> Tensor:
     """Join tensors along an existing axis, as ``np.concatenate``."""
     return ops.concat(*tensors, axis=axis)
 
 
-def stack(tensors, axis=0):
+def stack(tensors: Sequence[TensorLike], axis: int = 0) -> Tensor:
     """Join tensors along a new axis, as ``np.stack``."""
     return ops.stack(*tensors, axis=axis)
 
 
-def split(x, sections, axis=0):
+def split(x: TensorLike, sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
     """Split into ``sections`` equal parts or at the given indices, as ``np.split`` (one entry)."""
     return list(ops.split(x, sections=sections, axis=axis))
 
 
-def softmax(x, axis=-1):
+def softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """Numerically stable softmax along ``axis``."""
     return ops.softmax(x, axis=axis)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """Numerically stable log-softmax along ``axis``."""
     return ops.log_softmax(x, axis=axis)
 
 
-def astype(x, dtype):
+def astype(x: TensorLike, dtype: DTypeLike) -> Tensor:
     """Cast to ``dtype``; the gradient comes back in the input's dtype."""
     return ops.astype(x, dtype=np.dtype(dtype))
 
 
-def linear(x, weight, bias=None):
+def linear(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) -> Tensor:
     """``x @ weight.T + bias`` over the last axis of ``x`` (any rank), recorded as one entry."""
     return ops.linear(x, weight) if bias is None else ops.linear(x, weight, bias)
 
 
-def _comparison(fn):
+def _comparison(fn: Callable[[Any, Any], Any]) -> Callable[[Tensor, TensorLike], Tensor]:
     # comparisons give constant (boolean) tensors: they have no gradient
     return lambda a, b: Tensor(fn(a.data, _data(b)))
 
 
-def _method(fn):
+def _method(fn: Callable[..., Any]) -> Callable[..., Any]:
     return lambda self, *args, **kwargs: fn(self, *args, **kwargs)
 
 
-def _install():
-    T = Tensor
+def _install() -> None:
+    T: Any = Tensor     # binds what tape.Tensor declares for type checkers
     T.__add__ = lambda a, b: ops.add(a, b)
     T.__radd__ = lambda a, b: ops.add(b, a)
     T.__sub__ = lambda a, b: ops.sub(a, b)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from bptt.tape import Tensor, no_grad
@@ -13,7 +15,7 @@ class GradcheckError(AssertionError):
     """The tape's gradient and central differences disagree."""
 
 
-def numerical_grad(f, x, eps=1e-6):
+def numerical_grad(f: Callable[[], float], x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central differences of the scalar function ``f()`` with respect to the array ``x``.
 
     ``x`` is perturbed in place, one element at a time, and restored (indexing element by
@@ -31,7 +33,8 @@ def numerical_grad(f, x, eps=1e-6):
     return grad
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0):
+def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Tensor], eps: float = 1e-6, atol: float = 1e-7,
+              rtol: float = 1e-5, seed: int = 0) -> bool:
     """Check the tape's gradient of ``fn(*inputs)`` against central differences.
 
     Parameters
@@ -83,13 +86,14 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0):
             analytic = [np.zeros_like(inputs[i].data) for i in checked]
         else:
             out.backward(None if v is None else v)
-            analytic = [np.zeros_like(inputs[i].data) if inputs[i].grad is None else inputs[i].grad
-                        for i in checked]
+            # (mypy does not narrow inputs[i].grad)
+            analytic = [np.zeros_like(inputs[i].data) if inputs[i].grad is None  # type: ignore[misc]
+                        else inputs[i].grad for i in checked]
     finally:
         for i, g in zip(checked, saved):
             inputs[i].grad = g
 
-    def f():
+    def f() -> float:
         with no_grad():
             y = fn(*inputs).data
         return float(y.sum() if v is None else (y * v).sum())

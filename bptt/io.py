@@ -7,16 +7,25 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
 
 __all__ = ["atomic_open", "save_npz", "load_npz", "save_json", "TEMP_PREFIX"]
 
 #: Name prefix of the temporary files ``atomic_open`` writes; a kill -9 mid-write leaves one.
 TEMP_PREFIX = ".tmp-"
 
+#: A file name: a ``str`` or a ``pathlib.Path`` (any ``os.PathLike``).
+StrPath: TypeAlias = Union[str, "os.PathLike[str]"]
 
-def _umask():
+
+def _umask() -> int:
     # os.umask can only be read by setting it; /proc reports it without that (Linux >= 4.7)
     try:
         with open("/proc/self/status") as f:
@@ -31,7 +40,7 @@ def _umask():
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode="wb", **options):
+def atomic_open(path: StrPath, mode: str = "wb", **options: Any) -> Iterator[IO[Any]]:
     """Write ``path`` through a temporary file beside it, renamed over it on success.
 
     A crash or an exception mid-write leaves the previous file intact, never a truncated one.
@@ -55,20 +64,20 @@ def atomic_open(path, mode="wb", **options):
         raise
 
 
-def save_npz(path, arrays):
+def save_npz(path: StrPath, arrays: Mapping[str, ArrayLike]) -> None:
     """Write ``{name: array}`` to ``path`` as ``.npz``, atomically."""
     with atomic_open(path, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]  # numpy's stub
 
 
-def save_json(path, obj):
+def save_json(path: StrPath, obj: Any) -> None:
     """Write ``obj`` to ``path`` as indented JSON, atomically."""
     with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
 
 
-def load_npz(path):
+def load_npz(path: StrPath) -> dict[str, np.ndarray]:
     """Read an ``.npz`` file into ``{name: array}``; object (pickled) arrays are refused."""
     path = os.fspath(path)
     if os.path.exists(path) and not zipfile.is_zipfile(path):

@@ -3,7 +3,7 @@
 A primitive is a class decorated with ``@primitive``, its rules static methods::
 
     @primitive
-    class tanh:
+    class tanh(Spec):                    # Spec: what type checkers see (the call gives a Tensor)
         examples = unary(-3, 3)          # where its gradient check samples inputs
 
         @staticmethod
@@ -25,7 +25,9 @@ for and may skip work for inputs whose ``needs`` flag is False.  Broadcasting is
 tape, not here.  A primitive with ``multiple_outputs = True`` returns a tuple of outputs and gets
 a tuple of cotangents.  The class name is the primitive's name in this module; ``name = ...``
 gives it another one where the class name would shadow a builtin (``reduce_sum`` is ``sum``
-in messages, on the tape and in ``bptt.sum``).
+in messages, on the tape and in ``bptt.sum``).  The base ``Spec`` (``MultiSpec`` with several
+outputs) is for type checkers, which read a decorated class as the class itself: it tells them
+that calling the primitive gives a Tensor (a tuple of them); at run time both are ``object``.
 
 ``jvp`` is forward mode (``bptt.forward``): it gets the residuals and one tangent per positional
 input, each ``None`` (zero) or an array ``(P, *input shape)`` holding P tangents at once, and
@@ -40,34 +42,37 @@ tangents by running it.  A primitive with neither raises ``bptt.forward.JVPError
 Declaring a primitive registers it; ``registry()`` returns every declared primitive, those of
 the package modules that declare their own (the fused recurrent kernels of ``bptt.nn``)
 included, whatever was imported before.  The op tests gradient-check every entry on its
-``examples``, so a new primitive needs no other edit.  This is the only module with derivatives
-of primitives (fused recurrent kernels live beside the cells they fuse, declared the same way).
+``examples``, so a new primitive needs no other edit.  The primitives of the core are all here;
+those of a layer live beside it, declared the same way (the fused recurrent kernels with their
+cells, ``embedding`` in ``nn.layers``, ``fixed_point`` and ``checkpointed_sequence`` in
+``nn.fixedpoint`` and ``nn.recompute``).
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bptt.tape import Entry, Tensor, is_grad_enabled
+from bptt.tape import Entry, Tensor, TensorLike, is_grad_enabled
 
-REGISTRY = {}
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
+
+#: Where a gradient check samples a primitive: ``examples(rng) -> [(inputs, static kwargs), ...]``.
+Examples: TypeAlias = Callable[[np.random.Generator], "list[tuple[tuple[Any, ...], dict[str, Any]]]"]
+
+REGISTRY: dict[str, Primitive] = {}
 # set by bptt.forward while tangents are pushed forward: called after every primitive call as
 # forward_hook(op, args, static, res, outputs)
-forward_hook = None
-# the package modules that declare primitives of their own; registry() imports them first
-_DECLARING = ("bptt.nn",)
+forward_hook: Callable[[Primitive, tuple[Any, ...], dict[str, Any], Any, tuple[Tensor, ...]], None] | None = None
 
 
-def registry():
-    """Every declared primitive by name, ``{name: Primitive}``.
-
-    Imports the package modules that declare primitives outside this one first, so the table is
-    complete whatever was imported before; user-declared primitives are in it too.
-    """
-    for module in _DECLARING:
-        importlib.import_module(module)
+def registry() -> dict[str, Primitive]:
+    """Every primitive declared so far by name, ``{name: Primitive}``: this module's, and those
+    of every module imported since (``import bptt.nn`` declares the layers' and the cells'),
+    users' own included.  The core imports nothing above it, so it cannot import them itself."""
     return dict(REGISTRY)
 
 
@@ -80,21 +85,21 @@ class Primitive:
 
     __slots__ = ("name", "fwd", "bwd", "jvp", "reference", "examples", "multiple_outputs")
 
-    def __init__(self, spec):
-        self.name = getattr(spec, "name", spec.__name__)
-        self.fwd = spec.fwd
-        self.bwd = spec.bwd
-        self.jvp = getattr(spec, "jvp", None)
-        self.reference = getattr(spec, "reference", None)
-        self.examples = getattr(spec, "examples", None)
-        self.multiple_outputs = getattr(spec, "multiple_outputs", False)
+    def __init__(self, spec: Any) -> None:     # a class with the rules as attributes
+        self.name: str = getattr(spec, "name", spec.__name__)
+        self.fwd: Callable[..., tuple[Any, Any]] = spec.fwd
+        self.bwd: Callable[..., Any] = spec.bwd
+        self.jvp: Callable[..., Any] | None = getattr(spec, "jvp", None)
+        self.reference: Callable[..., Any] | None = getattr(spec, "reference", None)
+        self.examples: Examples | None = getattr(spec, "examples", None)
+        self.multiple_outputs: bool = getattr(spec, "multiple_outputs", False)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<primitive {self.name}>"
 
-    def __call__(self, *args, **static):
-        xs = []
-        inputs = []
+    def __call__(self, *args: TensorLike, **static: Any) -> Tensor | tuple[Tensor, ...]:
+        xs: list[Any] = []
+        inputs: list[Tensor | None] = []
         record = False
         for a in args:
             if isinstance(a, Tensor):
@@ -133,7 +138,7 @@ class Primitive:
         return outs
 
 
-def _wrap(y, requires_grad):
+def _wrap(y: Any, requires_grad: bool) -> Tensor:
     t = Tensor.__new__(Tensor)
     # ufuncs on 0-d arrays return numpy scalars; a Tensor always holds an ndarray
     t.data = y if type(y) is np.ndarray else np.asarray(y)
@@ -145,7 +150,7 @@ def _wrap(y, requires_grad):
     return t
 
 
-def primitive(spec):
+def primitive(spec: type) -> Primitive:
     """Turn a class with ``fwd`` and ``bwd`` (and ``examples``) into a registered primitive."""
     for attr in ("fwd", "bwd"):
         if not hasattr(spec, attr):
@@ -155,6 +160,25 @@ def primitive(spec):
         raise ValueError(f"primitive {op.name} is declared twice")
     REGISTRY[op.name] = op
     return op
+
+
+if TYPE_CHECKING:
+    class Spec:
+        """What type checkers see of a class declared with ``@primitive``, which they read as a
+        class (they ignore what a class decorator returns): calling it gives a Tensor."""
+
+        name: ClassVar[str]
+
+        def __new__(cls, *args: TensorLike, **static: Any) -> Tensor: ...  # type: ignore[misc]
+
+    class MultiSpec:
+        """``Spec`` of a primitive with ``multiple_outputs = True``: calling it gives a tuple."""
+
+        name: ClassVar[str]
+
+        def __new__(cls, *args: TensorLike, **static: Any) -> tuple[Tensor, ...]: ...  # type: ignore[misc]
+else:
+    Spec = MultiSpec = object   # the base of a primitive's class, for type checkers only
 
 
 # -- forward mode: the tangent conventions every jvp rule shares ------------------------------
@@ -202,33 +226,37 @@ _SHAPES = [(), (5,), (3, 4), (2, 3, 4)]
 _BROADCAST = [((3, 4), (4,)), ((3, 1), (1, 4)), ((2, 3, 4), (3, 1)), ((), (3, 2)), ((4,), ())]
 
 
-def _draw(rng, shape, low, high, sign=False):
+def _draw(rng: np.random.Generator, shape: tuple[int, ...], low: float, high: float,
+          sign: bool = False) -> np.ndarray:
     x = rng.uniform(low, high, size=shape)
     if sign:  # keep |x| in [low, high] with either sign: away from the kink at 0
         x = x * rng.choice([-1.0, 1.0], size=shape)
     return np.asarray(x, dtype=np.float64)
 
 
-def unary(low, high, sign=False, static=None):
-    def examples(rng):
+def unary(low: float, high: float, sign: bool = False, static: dict[str, Any] | None = None) -> Examples:
+    """Examples of one input of each test shape, uniform in [low, high] (either sign with ``sign``)."""
+    def examples(rng: np.random.Generator) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         return [((_draw(rng, s, low, high, sign),), static or {}) for s in _SHAPES]
     return examples
 
 
-def binary(low=-2.0, high=2.0, low2=None, high2=None, sign=False):
+def binary(low: float = -2.0, high: float = 2.0, low2: float | None = None, high2: float | None = None,
+           sign: bool = False) -> Examples:
+    """Examples of two inputs, of equal and of broadcasting shapes; the second in [low2, high2]."""
     low2 = low if low2 is None else low2
     high2 = high if high2 is None else high2
 
-    def examples(rng):
+    def examples(rng: np.random.Generator) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         pairs = [(s, s) for s in _SHAPES] + _BROADCAST + [(b, a) for a, b in _BROADCAST]
         return [((_draw(rng, a, low, high, sign), _draw(rng, b, low2, high2, sign)), {})
                 for a, b in pairs]
     return examples
 
 
-def custom(*cases):
+def custom(*cases: tuple[tuple[tuple[int, ...], ...], dict[str, Any]]) -> Examples:
     """Examples given as ``(input shapes, static kwargs)`` pairs, inputs uniform in [-2, 2]."""
-    def examples(rng):
+    def examples(rng: np.random.Generator) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         return [(tuple(_draw(rng, s, -2, 2) for s in shapes), static) for shapes, static in cases]
     return examples
 
@@ -236,7 +264,7 @@ def custom(*cases):
 # -- elementwise arithmetic ---------------------------------------------------------------------
 
 @primitive
-class add:
+class add(Spec):
     examples = binary()
 
     @staticmethod
@@ -253,7 +281,7 @@ class add:
 
 
 @primitive
-class sub:
+class sub(Spec):
     examples = binary()
 
     @staticmethod
@@ -271,7 +299,7 @@ class sub:
 
 
 @primitive
-class mul:
+class mul(Spec):
     examples = binary()
 
     @staticmethod
@@ -291,7 +319,7 @@ class mul:
 
 
 @primitive
-class div:
+class div(Spec):
     examples = binary(-2, 2, 0.5, 2, sign=True)
 
     @staticmethod
@@ -313,7 +341,7 @@ class div:
 
 
 @primitive
-class neg:
+class neg(Spec):
     examples = unary(-2, 2)
 
     @staticmethod
@@ -330,7 +358,7 @@ class neg:
 
 
 @primitive
-class power:
+class power(Spec):
     """``x ** p``: the gradient for ``p`` needs ``x > 0``."""
     name = "pow"
     examples = binary(0.5, 2.0, -2.0, 2.0)
@@ -356,7 +384,7 @@ class power:
 
 
 @primitive
-class maximum:
+class maximum(Spec):
     examples = binary()
 
     @staticmethod
@@ -379,7 +407,7 @@ class maximum:
 
 
 @primitive
-class minimum:
+class minimum(Spec):
     examples = binary()
 
     @staticmethod
@@ -401,7 +429,7 @@ class minimum:
 
 
 @primitive
-class where:
+class where(Spec):
     """``where(cond, a, b)``; ``cond`` gets no gradient."""
 
     @staticmethod
@@ -433,7 +461,7 @@ class where:
 # -- elementwise functions ----------------------------------------------------------------------
 
 @primitive
-class exp:
+class exp(Spec):
     examples = unary(-2, 2)
 
     @staticmethod
@@ -451,7 +479,7 @@ class exp:
 
 
 @primitive
-class log:
+class log(Spec):
     examples = unary(0.2, 3)
 
     @staticmethod
@@ -468,7 +496,7 @@ class log:
 
 
 @primitive
-class sqrt:
+class sqrt(Spec):
     examples = unary(0.2, 3)
 
     @staticmethod
@@ -486,7 +514,7 @@ class sqrt:
 
 
 @primitive
-class absolute:
+class absolute(Spec):
     name = "abs"
     examples = unary(0.1, 2, sign=True)
 
@@ -504,7 +532,7 @@ class absolute:
 
 
 @primitive
-class tanh:
+class tanh(Spec):
     examples = unary(-3, 3)
 
     @staticmethod
@@ -528,7 +556,7 @@ def _sigmoid(x):
 
 
 @primitive
-class sigmoid:
+class sigmoid(Spec):
     examples = unary(-6, 6)
 
     @staticmethod
@@ -546,7 +574,7 @@ class sigmoid:
 
 
 @primitive
-class softplus:
+class softplus(Spec):
     """``log(1 + exp(x))``, finite for any x (the log-sigmoid is ``-softplus(-x)``)."""
     examples = unary(-6, 6)
 
@@ -565,7 +593,7 @@ class softplus:
 
 
 @primitive
-class relu:
+class relu(Spec):
     examples = unary(0.1, 2, sign=True)
 
     @staticmethod
@@ -582,7 +610,7 @@ class relu:
 
 
 @primitive
-class clip:
+class clip(Spec):
     """``clip(x, low=..., high=...)``: the gradient passes strictly inside the bounds."""
     examples = unary(-2, 2, static={"low": -1.0, "high": 1.0})
 
@@ -609,7 +637,7 @@ class clip:
 # -- linear algebra -----------------------------------------------------------------------------
 
 @primitive
-class matmul:
+class matmul(Spec):
     """numpy's ``a @ b``: 1-D, 2-D and batched (broadcast) operands."""
     examples = custom((((3, 4), (4, 5)), {}), (((2, 3, 4), (4, 5)), {}), (((2, 3, 4), (2, 4, 5)), {}),
                       (((4,), (4, 5)), {}), (((3, 4), (4,)), {}), (((4,), (4,)), {}),
@@ -649,7 +677,7 @@ class matmul:
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         n = max(a2.ndim, b2.ndim)
-        out = None
+        out: Any = None
         if ta is not None:
             out = _lift(ta[..., None, :] if a.ndim == 1 else ta, n) @ b2
         if tb is not None:
@@ -659,7 +687,7 @@ class matmul:
 
 
 @primitive
-class linear:
+class linear(Spec):
     """``x @ weight.T + bias`` over the last axis of an ``x`` of any rank: one entry per layer."""
     examples = custom((((3, 4), (5, 4), (5,)), {}), (((2, 3, 4), (5, 4), (5,)), {}),
                       (((4,), (2, 4), (2,)), {}), (((3, 4), (5, 4)), {}))
@@ -719,7 +747,7 @@ _REDUCE = custom((((3, 4),), {}), (((3, 4),), {"axis": 0}), (((2, 3, 4),), {"axi
 
 
 @primitive
-class reduce_sum:
+class reduce_sum(Spec):
     name = "sum"
     examples = _REDUCE
 
@@ -739,7 +767,7 @@ class reduce_sum:
 
 
 @primitive
-class mean:
+class mean(Spec):
     examples = _REDUCE
 
     @staticmethod
@@ -759,7 +787,7 @@ class mean:
 
 
 @primitive
-class squared_distance:
+class squared_distance(Spec):
     """The sum of the squared differences, ``sum((a - b) ** 2)``, the squared-error losses' sum:
     one full-size temporary each way (a's cotangent back), where sub, mul and sum make four."""
     examples = binary()
@@ -786,7 +814,7 @@ class squared_distance:
 
 
 @primitive
-class reduce_max:
+class reduce_max(Spec):
     """Maximum over axes; tied maxima share the cotangent equally."""
     name = "max"
     examples = _REDUCE
@@ -811,7 +839,7 @@ class reduce_max:
 
 
 @primitive
-class softmax:
+class softmax(Spec):
     examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axis": 1}), (((5,),), {}))
 
     @staticmethod
@@ -834,7 +862,7 @@ class softmax:
 
 
 @primitive
-class log_softmax:
+class log_softmax(Spec):
     examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axis": 1}), (((5,),), {}))
 
     @staticmethod
@@ -858,7 +886,7 @@ class log_softmax:
 # -- shapes -------------------------------------------------------------------------------------
 
 @primitive
-class reshape:
+class reshape(Spec):
     examples = custom((((3, 4),), {"shape": (2, 6)}), (((2, 3, 4),), {"shape": (-1,)}),
                       (((6,),), {"shape": (3, 1, 2)}))
 
@@ -878,7 +906,7 @@ class reshape:
 
 
 @primitive
-class transpose:
+class transpose(Spec):
     examples = custom((((3, 4),), {}), (((2, 3, 4),), {"axes": (1, 2, 0)}), (((2, 3, 4),), {"axes": (0, 2, 1)}),
                       (((2, 3, 4),), {"axes": (-1, 0, 1)}))
 
@@ -900,7 +928,7 @@ class transpose:
 
 
 @primitive
-class getitem:
+class getitem(Spec):
     """``x[index]``: basic slicing, integer-array and boolean indexing (repeated indices accumulate)."""
     examples = custom((((5, 4),), {"index": (slice(1, 4), 2)}), (((5, 4),), {"index": np.array([0, 2, 2, 4])}),
                       (((2, 3, 4),), {"index": (Ellipsis, slice(None, None, -2))}),
@@ -938,7 +966,7 @@ class getitem:
 
 
 @primitive
-class concat:
+class concat(Spec):
     examples = custom((((3, 4), (2, 4)), {}), (((3, 4), (3, 2), (3, 1)), {"axis": 1}))
 
     @staticmethod
@@ -960,7 +988,7 @@ class concat:
 
 
 @primitive
-class stack:
+class stack(Spec):
     examples = custom((((3, 4), (3, 4)), {}), (((2, 3), (2, 3), (2, 3)), {"axis": -1}))
 
     @staticmethod
@@ -981,7 +1009,7 @@ class stack:
 
 
 @primitive
-class split:
+class split(MultiSpec):
     """``split(x, sections, axis)`` as numpy's ``np.split``: one entry, several outputs."""
     multiple_outputs = True
     examples = custom((((6, 4),), {"sections": 3}), (((3, 7),), {"sections": [2, 5], "axis": 1}))
@@ -1001,7 +1029,7 @@ class split:
 
 
 @primitive
-class astype:
+class astype(Spec):
     """Cast to another dtype; the cotangent is cast back by the tape."""
     examples = unary(-2, 2, static={"dtype": np.float64})
 

@@ -17,17 +17,34 @@ it exactly, so training can checkpoint and resume bit for bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from bptt.tape import Tensor, enable_grad
+
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
+    from typing_extensions import TypeAlias
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Recorder",
            "clip_grad_norm", "clip_grad_value", "LRScheduler", "StepLR", "ExponentialLR",
            "CosineAnnealingLR", "minimize"]
 
 
-def _param_list(params, who):
+class HasParameters(Protocol):
+    """Anything with a ``parameters()`` method, as ``bptt.nn.Module``."""
+
+    def parameters(self) -> Iterable[Tensor]: ...
+
+
+#: What the optimizers and clipping take: a Tensor, an iterable of them, or a Module.
+Params: TypeAlias = Union[Tensor, Iterable[Tensor], HasParameters]
+
+
+def _param_list(params: Any, who: str) -> list[Tensor]:
     if isinstance(params, Tensor):
         params = [params]
     if hasattr(params, "parameters") and callable(params.parameters):
@@ -41,13 +58,13 @@ def _param_list(params, who):
     return params
 
 
-def _check_nonneg(who, **values):
+def _check_nonneg(who: str, **values: float) -> None:
     for name, v in values.items():
         if not v >= 0:
             raise ValueError(f"{who}: {name} must be >= 0, got {v!r}")
 
 
-def _check_unit(who, **values):
+def _check_unit(who: str, **values: float) -> None:
     for name, v in values.items():
         if not 0 <= v < 1:
             raise ValueError(f"{who}: {name} must be in [0, 1), got {v!r}")
@@ -69,7 +86,12 @@ class Optimizer:
         The hyperparameters, ``lr`` among them.
     """
 
-    def __init__(self, params, **defaults):
+    # set from ``defaults`` (every optimizer has these three)
+    lr: float
+    weight_decay: float
+    maximize: bool
+
+    def __init__(self, params: Params, **defaults: Any) -> None:
         name = type(self).__name__
         self.params = _param_list(params, name)
         if not self.params:
@@ -80,22 +102,23 @@ class Optimizer:
         self.defaults = dict(defaults)
         for k, v in defaults.items():
             setattr(self, k, v)
-        self.state = [dict() for _ in self.params]
+        self.state: list[dict[str, np.ndarray]] = [dict() for _ in self.params]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Forget the parameters' gradients (set each ``.grad`` to None, as PyTorch's default)."""
         for p in self.params:
             p.grad = None
 
     _decoupled = False   # AdamW applies weight decay to p itself, not through g
 
-    def _grad(self, p):
-        g = -p.grad if self.maximize else p.grad
+    def _grad(self, p: Tensor) -> np.ndarray:
+        # step() calls this for the parameters that have a gradient
+        g: np.ndarray = -p.grad if self.maximize else p.grad  # type: ignore[operator, assignment]
         if self.weight_decay and not self._decoupled:
             g = g + self.weight_decay * p.data
         return g
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient.
 
         Parameters
@@ -103,6 +126,11 @@ class Optimizer:
         closure : callable, optional
             Recomputes the loss and calls backward; called first (with recording on) and its
             value returned, as in PyTorch.
+
+        Returns
+        -------
+        object
+            What ``closure`` returned, or None without one.
         """
         loss = None
         if closure is not None:
@@ -118,11 +146,11 @@ class Optimizer:
             p.data = np.asarray(new, dtype=p.dtype)
         return loss
 
-    def _update(self, p, g, state):
+    def _update(self, p: Tensor, g: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """A flat ``{str: np.ndarray}`` of hyperparameters and per-parameter state (copies)."""
         out = {f"hyper.{k}": np.array(getattr(self, k)) for k in self.defaults}
         for i, state in enumerate(self.state):
@@ -130,7 +158,7 @@ class Optimizer:
                 out[f"state.{i}.{k}"] = np.array(v, copy=True)
         return out
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
         """Restore hyperparameters and state saved by ``state_dict`` (for the same parameters).
 
         Raises
@@ -140,6 +168,9 @@ class Optimizer:
             whose shape differs from its parameter's.
         """
         name = type(self).__name__
+        hypers: dict[str, ArrayLike]
+        states: list[dict[str, np.ndarray]]
+        bad: list[str]
         hypers, states, bad = {}, [dict() for _ in self.params], []
         for key, value in state_dict.items():
             parts = key.split(".")
@@ -166,7 +197,7 @@ class Optimizer:
             setattr(self, k, v)
         self.state = states
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         hypers = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.defaults)
         return f"{type(self).__name__}({len(self.params)} parameters, {hypers})"
 
@@ -189,8 +220,12 @@ class SGD(Optimizer):
         Ascend instead of descend.
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, *, maximize=False):
+    momentum: float
+    dampening: float
+    nesterov: bool
+
+    def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:
         _check_nonneg("SGD", momentum=momentum, weight_decay=weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(f"SGD: nesterov needs momentum > 0 and dampening 0, got momentum={momentum}, "
@@ -198,7 +233,7 @@ class SGD(Optimizer):
         super().__init__(params, lr=float(lr), momentum=float(momentum), dampening=float(dampening),
                          weight_decay=float(weight_decay), nesterov=bool(nesterov), maximize=bool(maximize))
 
-    def _update(self, p, g, state):
+    def _update(self, p: Tensor, g: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
         if self.momentum:
             if "momentum_buffer" not in state:
                 buf = np.array(g, copy=True)
@@ -222,15 +257,19 @@ class Adagrad(Optimizer):
     maximize : bool
     """
 
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, *, maximize=False):
+    lr_decay: float
+    initial_accumulator_value: float
+    eps: float
+
+    def __init__(self, params: Params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False) -> None:
         _check_nonneg("Adagrad", lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
                       initial_accumulator_value=initial_accumulator_value)
         super().__init__(params, lr=float(lr), lr_decay=float(lr_decay), weight_decay=float(weight_decay),
                          initial_accumulator_value=float(initial_accumulator_value), eps=float(eps),
                          maximize=bool(maximize))
 
-    def _update(self, p, g, state):
+    def _update(self, p: Tensor, g: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
         if not state:
             state["step"] = np.array(0.0)
             state["sum"] = np.full(p.shape, self.initial_accumulator_value, p.dtype)
@@ -253,13 +292,17 @@ class Adadelta(Optimizer):
     maximize : bool
     """
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False):
+    rho: float
+    eps: float
+
+    def __init__(self, params: Params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
         _check_unit("Adadelta", rho=rho)
         _check_nonneg("Adadelta", eps=eps, weight_decay=weight_decay)
         super().__init__(params, lr=float(lr), rho=float(rho), eps=float(eps),
                          weight_decay=float(weight_decay), maximize=bool(maximize))
 
-    def _update(self, p, g, state):
+    def _update(self, p: Tensor, g: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
         if not state:
             state["step"] = np.array(0.0)
             state["square_avg"] = np.zeros_like(p.data)
@@ -287,15 +330,21 @@ class RMSprop(Optimizer):
     centered, maximize : bool
     """
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, *, maximize=False):
+    alpha: float
+    eps: float
+    momentum: float
+    centered: bool
+
+    def __init__(self, params: Params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
+                 maximize: bool = False) -> None:
         _check_unit("RMSprop", alpha=alpha)
         _check_nonneg("RMSprop", eps=eps, weight_decay=weight_decay, momentum=momentum)
         super().__init__(params, lr=float(lr), alpha=float(alpha), eps=float(eps),
                          weight_decay=float(weight_decay), momentum=float(momentum),
                          centered=bool(centered), maximize=bool(maximize))
 
-    def _update(self, p, g, state):
+    def _update(self, p: Tensor, g: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
         if not state:
             state["step"] = np.array(0.0)
             state["square_avg"] = np.zeros_like(p.data)
@@ -332,8 +381,12 @@ class Adam(Optimizer):
     amsgrad, maximize : bool
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 *, maximize=False):
+    betas: tuple[float, float]
+    eps: float
+    amsgrad: bool
+
+    def __init__(self, params: Params, lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False) -> None:
         who = type(self).__name__
         betas = tuple(float(b) for b in betas)
         if len(betas) != 2:
@@ -343,7 +396,7 @@ class Adam(Optimizer):
         super().__init__(params, lr=float(lr), betas=betas, eps=float(eps),
                          weight_decay=float(weight_decay), amsgrad=bool(amsgrad), maximize=bool(maximize))
 
-    def _update(self, p, g, state):
+    def _update(self, p: Tensor, g: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
         if not state:
             state["step"] = np.array(0.0)
             state["exp_avg"] = np.zeros_like(p.data)
@@ -373,8 +426,8 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 *, maximize=False):
+    def __init__(self, params: Params, lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize)
 
@@ -384,7 +437,7 @@ class AdamW(Adam):
 class Recorder:
     """An optimizer that changes nothing and keeps a copy of every gradient it is given.
 
-    Behind a trainer (``bptt.TBPTT``, the estimators of ``bptt.credit.online``) it records the updates
+    Behind a trainer (``bptt.TBPTT``, the estimators of ``bptt.credit``) it records the updates
     the trainer would apply, with the weights frozen: what ``gradient_alignment`` compares.
 
     Parameters
@@ -399,20 +452,20 @@ class Recorder:
         One list per ``step``, a copy of each parameter's gradient, in ``params`` order.
     """
 
-    def __init__(self, params, dtype=None):
+    def __init__(self, params: Params, dtype: DTypeLike | None = None) -> None:
         self.params = _param_list(params, "Recorder")
         self.dtype = dtype
-        self.grads = []
+        self.grads: list[list[np.ndarray]] = []
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
-    def step(self):
+    def step(self) -> None:
         self.grads.append([np.array(p.grad, dtype=self.dtype, copy=True) for p in self.params])
 
 
-def clip_grad_norm(params, max_norm, norm_type=2.0):
+def clip_grad_norm(params: Params, max_norm: float, norm_type: float = 2.0) -> float:
     """Scale the gradients together so that their joint norm is at most ``max_norm``.
 
     As PyTorch's ``clip_grad_norm_``: the norm is taken over all gradients as one vector, and
@@ -432,6 +485,7 @@ def clip_grad_norm(params, max_norm, norm_type=2.0):
     float
         The total norm before clipping.
     """
+    # (below, mypy cannot see that every p.grad of params is set)
     params = [p for p in _param_list(params, "clip_grad_norm") if p.grad is not None]
     max_norm, norm_type = float(max_norm), float(norm_type)
     if not max_norm >= 0:
@@ -441,23 +495,26 @@ def clip_grad_norm(params, max_norm, norm_type=2.0):
     if not params:
         return 0.0
     if norm_type == math.inf:
-        total = max(float(np.max(np.abs(p.grad))) if p.grad.size else 0.0 for p in params)
+        total = max(float(np.max(np.abs(p.grad))) if p.grad.size else 0.0  # type: ignore[union-attr, arg-type]
+                    for p in params)
     elif norm_type == 2.0:
         # np.linalg.norm's own arithmetic (sqrt of a float64 dot) without its per-call overhead,
         # which showed at every TBPTT update
-        parts = np.array([math.sqrt(np.dot(g, g)) for g in (p.grad.ravel().astype(np.float64) for p in params)])
+        parts = np.array([math.sqrt(np.dot(g, g))
+                          for g in (p.grad.ravel().astype(np.float64) for p in params)])  # type: ignore[union-attr]
         total = math.sqrt(np.dot(parts, parts))
     else:
-        parts = [np.linalg.norm(p.grad.ravel().astype(np.float64), ord=norm_type) for p in params]
+        parts = [np.linalg.norm(p.grad.ravel().astype(np.float64),  # type: ignore[assignment, union-attr]
+                                ord=norm_type) for p in params]
         total = float(np.linalg.norm(parts, ord=norm_type))
     coef = max_norm / (total + 1e-6)
     if coef < 1:
         for p in params:
-            p.grad = (p.grad * coef).astype(p.grad.dtype, copy=False)
+            p.grad = (p.grad * coef).astype(p.grad.dtype, copy=False)  # type: ignore[operator, union-attr]
     return total
 
 
-def clip_grad_value(params, clip_value):
+def clip_grad_value(params: Params, clip_value: float) -> None:
     """Clip every gradient element to ``[-clip_value, clip_value]`` (PyTorch's ``clip_grad_value_``)."""
     clip_value = float(clip_value)
     if not clip_value >= 0:
@@ -476,7 +533,7 @@ class LRScheduler:
     each ``step()`` advances one epoch; call it after ``optimizer.step()``.
     """
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__}: need a bptt.optim optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
@@ -484,22 +541,22 @@ class LRScheduler:
         self.last_epoch = -1
         self.step()
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         raise NotImplementedError
 
-    def step(self):
+    def step(self) -> None:
         """Advance one epoch and set the optimizer's lr."""
         self.last_epoch += 1
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> float:
         """The lr set by the last ``step`` (a float; PyTorch returns one per parameter group)."""
         return self.optimizer.lr
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         return {"last_epoch": np.array(self.last_epoch), "base_lr": np.array(self.base_lr)}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
         """Restore the epoch count and base lr, and set the optimizer's lr to match."""
         self.last_epoch = int(np.asarray(state_dict["last_epoch"]).item())
         self.base_lr = float(np.asarray(state_dict["base_lr"]).item())
@@ -509,24 +566,24 @@ class LRScheduler:
 class StepLR(LRScheduler):
     """``lr = base_lr * gamma ** (epoch // step_size)``: decay by ``gamma`` every ``step_size`` epochs."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         if not isinstance(step_size, (int, np.integer)) or step_size < 1:
             raise ValueError(f"StepLR: step_size must be a positive integer, got {step_size!r}")
         self.step_size, self.gamma = int(step_size), float(gamma)
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
 
 class ExponentialLR(LRScheduler):
     """``lr = base_lr * gamma ** epoch``."""
 
-    def __init__(self, optimizer, gamma):
+    def __init__(self, optimizer: Optimizer, gamma: float) -> None:
         self.gamma = float(gamma)
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** epoch
 
 
@@ -534,19 +591,20 @@ class CosineAnnealingLR(LRScheduler):
     """``lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2`` (Loshchilov & Hutter, 2017,
     without restarts): from ``base_lr`` down to ``eta_min`` over ``T_max`` epochs."""
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
         if not isinstance(T_max, (int, np.integer)) or T_max < 1:
             raise ValueError(f"CosineAnnealingLR: T_max must be a positive integer, got {T_max!r}")
         self.T_max, self.eta_min = int(T_max), float(eta_min)
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
 
 
 # -- scipy bridge -------------------------------------------------------------------------------
 
-def minimize(model, closure, method="L-BFGS-B", **options):
+def minimize(model: Params, closure: Callable[[], Tensor], method: str = "L-BFGS-B",
+             **options: Any) -> OptimizeResult:
     """Train ``model`` full-batch with ``scipy.optimize.minimize``, the tape giving exact gradients.
 
     The parameters are flattened into one float64 vector; for each point scipy asks about, they
@@ -572,11 +630,11 @@ def minimize(model, closure, method="L-BFGS-B", **options):
     sizes = [p.size for p in params]
     cuts = np.cumsum(sizes)[:-1]
 
-    def load(x):
+    def load(x: np.ndarray) -> None:
         for p, chunk in zip(params, np.split(x, cuts)):
             p.data = chunk.reshape(p.shape).astype(p.dtype)
 
-    def fun(x):
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         load(x)
         for p in params:
             p.grad = None

@@ -32,18 +32,24 @@ import contextlib
 import itertools
 import operator
 import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
-__all__ = ["Tensor", "no_grad", "enable_grad", "is_grad_enabled", "set_default_dtype",
+if TYPE_CHECKING:
+    from typing_extensions import Self, TypeAlias
+
+__all__ = ["Tensor", "TensorLike", "no_grad", "enable_grad", "is_grad_enabled", "set_default_dtype",
            "get_default_dtype", "vjp"]
 
-_default_dtype = np.dtype(np.float32)
+_default_dtype: np.dtype = np.dtype(np.float32)
 _grad_enabled = True
 _seq = itertools.count()
 
 
-def set_default_dtype(dtype):
+def set_default_dtype(dtype: DTypeLike) -> None:
     """Set the dtype given to tensors built from Python scalars and lists (float32 at start)."""
     global _default_dtype
     dtype = np.dtype(dtype)
@@ -52,18 +58,18 @@ def set_default_dtype(dtype):
     _default_dtype = dtype
 
 
-def get_default_dtype():
+def get_default_dtype() -> np.dtype:
     """The dtype given to tensors built from Python scalars and lists."""
     return _default_dtype
 
 
-def is_grad_enabled():
+def is_grad_enabled() -> bool:
     """Whether operations on tensors that require grad are being recorded."""
     return _grad_enabled
 
 
 @contextlib.contextmanager
-def _grad_mode(enabled):
+def _grad_mode(enabled: bool) -> Iterator[None]:
     global _grad_enabled
     before = _grad_enabled
     _grad_enabled = enabled
@@ -73,14 +79,21 @@ def _grad_mode(enabled):
         _grad_enabled = before
 
 
-def no_grad():
+def no_grad() -> contextlib.AbstractContextManager[None]:
     """Context manager under which nothing is recorded on the tape."""
     return _grad_mode(False)
 
 
-def enable_grad():
+def enable_grad() -> contextlib.AbstractContextManager[None]:
     """Context manager that turns recording back on inside a ``no_grad`` block."""
     return _grad_mode(True)
+
+
+class Recorded(Protocol):
+    """What the tape reads of a recorded primitive (a ``bptt.ops.Primitive``)."""
+
+    name: str
+    bwd: Callable[..., Any]
 
 
 class Entry:
@@ -88,17 +101,20 @@ class Entry:
 
     __slots__ = ("op", "res", "inputs", "seq", "n_out", "out_meta", "retained")
 
-    def __init__(self, op, res, inputs, n_out, out_meta):
+    def __init__(self, op: Recorded, res: Any, inputs: Sequence[Tensor | None], n_out: int,
+                 out_meta: tuple[tuple[tuple[int, ...], np.dtype], ...] | None) -> None:
         self.op = op
         self.res = res
-        self.inputs = inputs          # the input Tensors that need a gradient, None elsewhere
+        # the input Tensors that need a gradient, None elsewhere
+        self.inputs: Sequence[Tensor | None] | None = inputs
         self.seq = next(_seq)         # recording order: backward replays in reverse
         self.n_out = n_out
         self.out_meta = out_meta      # (shape, dtype) per output, to fill absent cotangents
-        self.retained = None          # {output index: weakref to Tensor} for retain_grad
+        # {output index: weakref to Tensor} for retain_grad
+        self.retained: dict[int, weakref.ref[Tensor]] | None = None
 
     @property
-    def freed(self):
+    def freed(self) -> bool:
         """Whether a backward without ``retain_graph`` has released this entry."""
         return self.inputs is None
 
@@ -127,7 +143,7 @@ class Tensor:
     __slots__ = ("data", "grad", "requires_grad", "_entry", "_index", "name", "__weakref__")
     __array_priority__ = 1000  # so ndarray (op) Tensor defers to Tensor's reflected operators
 
-    def __init__(self, data, requires_grad=False, dtype=None):
+    def __init__(self, data: TensorLike, requires_grad: bool = False, dtype: DTypeLike | None = None) -> None:
         if isinstance(data, Tensor):
             data = data.data
         if dtype is None and not isinstance(data, (np.ndarray, np.generic)):
@@ -135,56 +151,56 @@ class Tensor:
         arr = np.asarray(data, dtype=dtype)
         if requires_grad and arr.dtype.kind != "f":
             raise TypeError(f"Tensor: only floating-point tensors can require grad, got {arr.dtype}")
-        self.data = arr
-        self.grad = None
+        self.data: np.ndarray = arr
+        self.grad: np.ndarray | None = None
         self.requires_grad = bool(requires_grad)
-        self._entry = None
+        self._entry: Entry | None = None
         self._index = 0
-        self.name = None
+        self.name: str | None = None
 
     # -- plain attributes -------------------------------------------------------------------
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self.data.dtype
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return self.data.ndim
 
     @property
-    def size(self):
+    def size(self) -> int:
         return self.data.size
 
     @property
-    def is_leaf(self):
+    def is_leaf(self) -> bool:
         """True for tensors not produced by a recorded primitive."""
         return self._entry is None
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.data)
 
-    def item(self):
+    def item(self) -> Any:
         """The value of a one-element tensor as a Python number."""
         return self.data.item()
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
         """The underlying array (not a copy)."""
         return self.data
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}, dtype={self.dtype}{grad})"
 
     # -- the tape ---------------------------------------------------------------------------
-    def detach(self):
+    def detach(self) -> Tensor:
         """A tensor with the same data that is cut from the tape."""
         return Tensor(self.data)
 
-    def requires_grad_(self, flag=True):
+    def requires_grad_(self, flag: bool = True) -> Self:
         if flag and self.dtype.kind != "f":
             raise TypeError(f"requires_grad_: only floating-point tensors can require grad, got {self.dtype}")
         if not self.is_leaf and not flag:
@@ -192,7 +208,7 @@ class Tensor:
         self.requires_grad = bool(flag)
         return self
 
-    def retain_grad(self):
+    def retain_grad(self) -> Self:
         """Keep ``.grad`` on this intermediate tensor after ``backward`` (leaves always keep it)."""
         if not self.requires_grad:
             raise RuntimeError("retain_grad: tensor does not require grad")
@@ -203,10 +219,10 @@ class Tensor:
             entry.retained[self._index] = weakref.ref(self)
         return self
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         self.grad = None
 
-    def backward(self, grad=None, retain_graph=False):
+    def backward(self, grad: TensorLike | None = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``.grad`` of every leaf that requires grad.
 
         Parameters
@@ -230,8 +246,34 @@ class Tensor:
                 raise ValueError(f"backward: grad has shape {grad.shape}, tensor has shape {self.shape}")
         run_backward(self, grad, retain_graph)
 
+    if TYPE_CHECKING:
+        # bound by bptt.functional when it is imported (with bptt.nn, or a first bptt.<function>);
+        # every binary operator takes a Tensor or array_like and gives a Tensor
+        def __add__(self, other: TensorLike) -> Tensor: ...
+        __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __add__
+        __pow__ = __rpow__ = __matmul__ = __rmatmul__ = __add__
+        # comparisons give constant boolean tensors
+        def __lt__(self, other: TensorLike) -> Tensor: ...
+        __le__ = __gt__ = __ge__ = __lt__
+        def __getitem__(self, index: Any) -> Tensor: ...
+        def exp(self) -> Tensor: ...
+        __neg__ = __abs__ = log = sqrt = abs = tanh = sigmoid = relu = exp
+        def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor: ...
+        mean = max = sum
+        def clip(self, low: ArrayLike | None = None, high: ArrayLike | None = None) -> Tensor: ...
+        def reshape(self, *shape: int | Sequence[int]) -> Tensor: ...
+        def transpose(self, *axes: int | Sequence[int]) -> Tensor: ...
+        def astype(self, dtype: DTypeLike) -> Tensor: ...
+        @property
+        def T(self) -> Tensor: ...
 
-def _accumulate_leaf(t, g):
+
+#: What the functions of tensors take: a Tensor, or anything ``np.asarray`` takes (an array, a
+#: number, a nested list).
+TensorLike: TypeAlias = Union[Tensor, ArrayLike]
+
+
+def _accumulate_leaf(t: Tensor, g: np.ndarray) -> None:
     if t.grad is None:
         # copy: g may be shared with other inputs (add passes one array to both)
         t.grad = np.array(g, dtype=t.data.dtype, copy=True)
@@ -239,7 +281,7 @@ def _accumulate_leaf(t, g):
         t.grad += g
 
 
-def unbroadcast(g, shape, op="backward"):
+def unbroadcast(g: np.ndarray, shape: tuple[int, ...], op: str = "backward") -> np.ndarray:
     """Sum ``g`` down to ``shape``, undoing numpy broadcasting.
 
     Raises a ValueError naming ``op`` when ``g`` is not ``shape`` broadcast (a VJP that returned
@@ -261,7 +303,7 @@ def unbroadcast(g, shape, op="backward"):
 _by_seq = operator.attrgetter("seq")
 
 
-def _reachable(*roots):
+def _reachable(*roots: Entry) -> list[Entry]:
     """Entries reachable from ``roots``, newest first (iterative: a 10^4-step chain is fine).
 
     Recording order is a topological order (an entry's inputs were all produced earlier), so
@@ -285,9 +327,9 @@ def _reachable(*roots):
     return sorted(seen, key=_by_seq, reverse=True)
 
 
-def _send(pending, t, g):
+def _send(pending: dict[Entry, Any], t: Tensor, g: np.ndarray) -> None:
     """Add the cotangent ``g`` of the recorded Tensor ``t`` to what waits for its entry."""
-    src = t._entry
+    src: Entry = t._entry  # type: ignore[assignment]  # t is a recorded result
     if src.n_out == 1:
         prev = pending.get(src)
         pending[src] = g if prev is None else prev + g   # a new array: g may be shared
@@ -297,7 +339,8 @@ def _send(pending, t, g):
         slot[k] = slot[k] + g if k in slot else g
 
 
-def _replay(order, pending, on_leaf, free=False, masks=None):
+def _replay(order: list[Entry], pending: dict[Entry, Any], on_leaf: Callable[[Tensor, np.ndarray], None],
+            free: bool = False, masks: dict[Entry, tuple[bool, ...]] | None = None) -> None:
     """Pull the cotangents in ``pending`` back through ``order`` (entries, newest first).
 
     ``on_leaf(t, g)`` receives each cotangent that reaches a leaf.  ``masks`` (entry -> one
@@ -308,7 +351,7 @@ def _replay(order, pending, on_leaf, free=False, masks=None):
     for e in order:
         g = pending.pop(e, None)
         if g is not None:
-            inputs = e.inputs
+            inputs: Sequence[Any] = e.inputs  # type: ignore[assignment]  # live: _reachable checked it
             if masks is None:
                 needs = tuple(t is not None for t in inputs)
             else:
@@ -318,7 +361,7 @@ def _replay(order, pending, on_leaf, free=False, masks=None):
             if e.n_out != 1:
                 gs = g
                 g = tuple(gs[i] if i in gs else np.zeros(shape, dtype)
-                          for i, (shape, dtype) in enumerate(e.out_meta))
+                          for i, (shape, dtype) in enumerate(e.out_meta))  # type: ignore[arg-type]
             if e.retained and masks is None:
                 for i, ref in e.retained.items():
                     t = ref()
@@ -342,7 +385,7 @@ def _replay(order, pending, on_leaf, free=False, masks=None):
             e.res = e.inputs = None
 
 
-def run_backward(root, grad, retain_graph=False):
+def run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool = False) -> None:
     """Replay the tape from ``root`` (a Tensor) with cotangent ``grad``."""
     entry = root._entry
     if entry is None:
@@ -355,7 +398,8 @@ def run_backward(root, grad, retain_graph=False):
     _replay(order, pending, _accumulate_leaf, free=not retain_graph)
 
 
-def vjp(fn, *inputs):
+def vjp(fn: Callable[..., Tensor | tuple[Tensor, ...]], *inputs: TensorLike
+        ) -> tuple[Tensor | tuple[Tensor, ...], Callable[..., tuple[np.ndarray | None, ...]]]:
     """Record ``fn(*inputs)`` once and return its value and a reusable vector-Jacobian product.
 
     Each input becomes a fresh leaf of a private recording, so nothing reaches the ``.grad`` of
@@ -388,7 +432,7 @@ def vjp(fn, *inputs):
     >>> vjp_fn(np.ones(2))
     (array([3., 4.]), array([1., 2.]))
     """
-    leaves = []
+    leaves: list[Tensor] = []
     for i, a in enumerate(inputs):
         data = a.data if isinstance(a, Tensor) else np.asarray(a)
         if data.dtype.kind != "f":
@@ -396,7 +440,7 @@ def vjp(fn, *inputs):
                             "cotangents (cast with .astype(np.float64))")
         leaves.append(Tensor(data, requires_grad=True))
     with enable_grad():
-        out = fn(*leaves)
+        out: Any = fn(*leaves)   # checked below
     single = not isinstance(out, tuple)
     outs = (out,) if single else out
     for k, o in enumerate(outs):
@@ -405,15 +449,15 @@ def vjp(fn, *inputs):
                             f"{type(o).__name__}")
     order = _reachable(*{o._entry for o in outs if o._entry is not None})
     position = {id(leaf): i for i, leaf in enumerate(leaves)}
-    masks = {}
+    masks: dict[tuple[int, ...], dict[Entry, tuple[bool, ...]]] = {}
 
-    def masks_for(wanted):
+    def masks_for(wanted: tuple[int, ...]) -> dict[Entry, tuple[bool, ...]]:
         # oldest first: an input is followed when it is a wanted leaf or comes from an entry that
         # leads to one (entries of another tape that fn closed over lead to none)
         if wanted not in masks:
             ids = {id(leaves[i]) for i in wanted}
-            leading = set()
-            mask = {}
+            leading: set[Entry] = set()
+            mask: dict[Entry, tuple[bool, ...]] = {}
             for e in reversed(order):
                 m = tuple(t is not None and (id(t) in ids if t._entry is None else t._entry in leading)
                           for t in (e.inputs or ()))
@@ -423,21 +467,22 @@ def vjp(fn, *inputs):
             masks[wanted] = mask
         return masks[wanted]
 
-    def vjp_fn(cotangent, argnums=None):
+    def vjp_fn(cotangent: Any,
+               argnums: Iterable[int] | None = None) -> tuple[np.ndarray | None, ...]:
         gs = (cotangent,) if single else tuple(cotangent)
         if len(gs) != len(outs):
             raise ValueError(f"vjp_fn: got {len(gs)} cotangents for {len(outs)} outputs")
         wanted = tuple(range(len(leaves))) if argnums is None else tuple(sorted(set(argnums)))
         if any(not 0 <= i < len(leaves) for i in wanted):
             raise ValueError(f"vjp_fn: argnums {argnums} outside the {len(leaves)} inputs")
-        result = [None] * len(leaves)
+        result: list[np.ndarray | None] = [None] * len(leaves)
 
-        def on_leaf(t, g):
+        def on_leaf(t: Tensor, g: np.ndarray) -> None:
             i = position.get(id(t))
             if i is not None:
                 result[i] = np.array(g, copy=True) if result[i] is None else result[i] + g
 
-        pending = {}
+        pending: dict[Entry, Any] = {}
         for k, (o, g) in enumerate(zip(outs, gs)):
             if g is None:
                 continue

@@ -31,7 +31,8 @@ import numpy as np
 import bptt
 from bptt.runs import streams
 from bptt.data import tasks
-from bptt.runs.train import TrainConfig, build_model, build_optimizer, prepare
+from bptt.runs.build import build_model, build_optimizer
+from bptt.runs.config import TrainConfig, prepare
 from bench_rnn import _blas_threads
 
 
@@ -104,8 +105,9 @@ def main(task, data, cell, hidden, embed, batch, k, lr, clip, updates, val_every
                                        k2=k, lr=lr, clip=clip, optimizer="adam", stateful=True,
                                        steps=updates, seed=seed))
     ours = build_model(config, text)
-    walk = streams.StreamTraining(text, ours, build_optimizer(config, ours),
-                                  tasks.loss_function(text), config)
+    walk = streams.StreamTraining(text, config)
+    trainer = bptt.TBPTT(ours, tasks.loss_function(text), build_optimizer(config, ours), k, k,
+                         clip_norm=config.clip, window_loss=walk.window_loss)
     theirs = _TorchLM(torch, cell, text.output_size, config.embed or hidden, hidden, ours.state_dict())
     params = list(theirs.modules.parameters())
     opt = torch.optim.Adam(params, lr=lr)
@@ -141,7 +143,7 @@ def main(task, data, cell, hidden, embed, batch, k, lr, clip, updates, val_every
     gaps = []
     for u in range(1, updates + 1):
         start = time.perf_counter()
-        ours_loss = [r["loss"] for r in walk.updates()][-1]
+        ours_loss = [r["loss"] for r in walk.updates(trainer)][-1]
         times["bptt"].append(time.perf_counter() - start)
         start = time.perf_counter()
         their_loss = torch_update()

@@ -30,8 +30,7 @@ def make(estimator, cell, H, seed=0):
     import bptt
     from bptt import nn
     from bptt.data import tasks
-    from bptt.credit.online import RTRL, UORO
-    from bptt.credit.tbptt import TBPTT
+    from bptt.credit import RTRL, TBPTT, UORO
 
     task = tasks.get("lag")
     model = nn.SequenceModel(cell, task.input_size, H, task.output_size,

@@ -26,12 +26,13 @@ from bench_rnn import _blas_threads, _compiled, orders, pin_to_one_cpu, rounds
 
 def _bptt_update(config):
     from bptt.data import tasks
-    from bptt.runs import train
+    from bptt.runs.build import build_model, build_optimizer
+    from bptt.runs.config import prepare
     from bptt.credit.tbptt import TBPTT
 
-    config, task = train.prepare(config)
-    model = train.build_model(config, task)
-    trainer = TBPTT(model, tasks.loss_function(task), train.build_optimizer(config, model),
+    config, task = prepare(config)
+    model = build_model(config, task)
+    trainer = TBPTT(model, tasks.loss_function(task), build_optimizer(config, model),
                     config.k1, config.k2, clip_norm=config.clip)
 
     def update(batch):
@@ -67,7 +68,7 @@ def _torch_update(torch, model, config):
 @click.option("--updates", default=40, show_default=True, help="Timed updates per contender.")
 def main(updates):
     """Median ms per update of the main job in bptt and in PyTorch, and their ratio."""
-    from bptt.runs.train import TrainConfig
+    from bptt.runs.config import TrainConfig
 
     import torch
     torch.set_num_threads(_blas_threads())

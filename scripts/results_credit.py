@@ -24,8 +24,7 @@ import numpy as np
 import bptt
 from bptt import nn
 from bptt.data import tasks
-from bptt.credit.online import RTRL, UORO, gradient_alignment, measured_k2, parse_estimator
-from bptt.credit.tbptt import TBPTT
+from bptt.credit import RTRL, TBPTT, UORO, gradient_alignment, measured_k2, parse_estimator
 
 
 def trainer(spec, model, loss_fn, opt, x, y):

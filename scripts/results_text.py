@@ -28,7 +28,7 @@ import click
 from bptt.diagnostics import plots
 from bptt.runs import sample
 from bptt.cli import main as bptt_main
-from bptt.runs.train import read_metrics
+from bptt.runs.rundir import read_metrics
 
 # shakespeare's own defaults (bptt.data.tasks.train_defaults) are the main row's options
 MAIN = ["--task", "shakespeare", "--stateful", "--seed", "0"]

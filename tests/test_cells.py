@@ -1,6 +1,8 @@
 """The cell registry: a user's own cell works everywhere with no other edit; IndRNN; the records."""
 
+import dataclasses
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -180,6 +182,73 @@ def test_indrnn_identity_carries_the_gradient_back_unchanged(rng):
     mask[-1] = 1
     norms = hidden_grad_norms(model, x, y, nn.mse_loss, mask=mask, state=state)[0]
     np.testing.assert_allclose(norms, norms[-1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_equations_are_given_once_and_rendered_into_the_docstrings_and_describe(name):
+    cell = registry.get(name)
+    module = sys.modules[cell.reference.__module__]
+    classes = [c for c in vars(module).values() if isinstance(c, type) and c.__module__ == module.__name__
+               and issubclass(c, (nn.Cell, nn.Recurrent))]
+    docs = [c.__doc__ for c in classes] or [module.__doc__]    # IndRNN has no classes: its module
+    for text in (*docs, cell.describe()):
+        for equation in cell.equations:
+            assert "    " + equation + "\n" in text + "\n", (equation, text)
+    assert not any(".. math::" in doc for doc in docs)
+
+
+def test_a_users_cell_documents_its_classes(mgu):
+    assert mgu.equations == ("h' = (1 - f) h + f n",)       # one equation given as a string
+
+    @mgu.document
+    class MGU(nn.Recurrent):
+        """A minimal gated unit over a sequence.
+
+        Parameters
+        ----------
+        input_size, hidden_size : int
+        """
+    assert MGU.__doc__ == ("A minimal gated unit over a sequence.\n\nEach step computes::\n\n"
+                           "    h' = (1 - f) h + f n\n\nParameters\n----------\ninput_size, hidden_size : int")
+    assert mgu.describe().endswith("\n    h' = (1 - f) h + f n")
+
+
+def test_unregister_undoes_register_so_the_cell_registers_again(rng, monkeypatch):
+    toy = dataclasses.replace(registry.get("rnn"), name="toy")    # its own fused primitives, named for it
+    assert (toy.fused.step.name, toy.fused.sequence.name) == ("toy_step", "toy_sequence")
+    x = rng.standard_normal((4, 2, 3))
+    ys = []
+    for _ in range(2):
+        registry.register(toy)
+        try:
+            assert "toy" in registry.names() and {"toy_step", "toy_sequence"} <= set(ops.registry())
+            ys.append(nn.Recurrent("toy", 3, 5, dtype=F64, rng=np.random.default_rng(0))(x)[0].data)
+        finally:
+            registry.unregister("toy")
+        assert "toy" not in registry.names() and not {"toy_step", "toy_sequence"} & set(ops.registry())
+    np.testing.assert_array_equal(ys[0], ys[1])
+    # a register refused for a taken primitive name enters nothing
+    monkeypatch.setitem(ops.REGISTRY, "toy_sequence", object())
+    with pytest.raises(ValueError, match="register: cell 'toy': primitive toy_sequence is declared already"):
+        registry.register(toy)
+    assert "toy" not in registry.names() and "toy_step" not in ops.REGISTRY
+
+
+def test_records_say_how_the_step_depends_on_the_state(mgu):
+    form = {name: (registry.get(name).elman_form, registry.get(name).diagonal_jacobian)
+            for name in ("rnn", "lstm", "gru", "indrnn", "mgu")}
+    assert form == {"rnn": (True, False), "lstm": (False, False), "gru": (False, False),
+                    "indrnn": (False, True), "mgu": (False, False)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mgu.diagonal_jacobian = True
+    with pytest.raises(ValueError, match="recurrence must be one of 'general', 'elman', 'diagonal', got 'sparse'"):
+        registry.register(dataclasses.replace(mgu, name="bad", recurrence="sparse"))
+    with pytest.raises(ValueError, match="recurrence 'elman' needs one gate"):
+        registry.register(dataclasses.replace(mgu, name="bad", recurrence="elman"))
+    with pytest.raises(ValueError, match="recurrence 'diagonal' needs a state of one component"):
+        registry.register(dataclasses.replace(registry.get("lstm"), name="bad", recurrence="diagonal"))
+    with pytest.raises(ValueError, match="CellType 'bad': fused kernels need both forward and backward"):
+        dataclasses.replace(mgu, name="bad", forward=registry.get("rnn").forward)
 
 
 def test_cells_command_lists_the_registry():

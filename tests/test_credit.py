@@ -12,8 +12,7 @@ from bptt import nn
 from bptt.runs.experiments import credit
 from bptt.data import tasks
 from bptt.cli import main
-from bptt.credit import gradient_alignment
-from bptt.credit.online import RTRL, parse_estimator
+from bptt.credit import RTRL, gradient_alignment, parse_estimator
 
 
 # -- the lag task -------------------------------------------------------------------------------
@@ -88,7 +87,7 @@ def test_train_on_lag_reports_the_level_reached(tmp_path):
 
 
 def test_summary_line_says_when_no_level_was_reached():
-    from bptt.runs.train import summary_line
+    from bptt.runs.artifacts import summary_line
 
     result = {"task": "lag", "seq_len": 50, "cell": "gru", "metric": "cross_entropy", "test": 0.8,
               "baselines": tasks.get("lag").baselines(), "level": None, "steps": 3, "seconds": 0.1}

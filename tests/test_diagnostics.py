@@ -5,11 +5,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bptt import diagnostics, ops
-from bptt.diagnostics import measure
 from bptt.gradcheck import numerical_grad
 from bptt.diagnostics import (decay_rate, hidden_grad_norms, jacobian_norms, jacobians, memory_horizon,
                               parameter_grad_norms, suggest_truncation)
 from bptt.nn import Linear, Module, Parameter, SequenceModel, cell_names
+from bptt.nn.state import hidden
 from bptt.tape import Tensor, no_grad
 from tolerance import summation_tol
 
@@ -105,7 +105,7 @@ def run_from(model, x, state, t0):
     with no_grad():
         for t in range(t0, len(x)):
             _, state = model.step(x[t], state)
-    return measure._hidden(state).data[-1]
+    return hidden(state).data[-1]
 
 
 # -- hidden_grad_norms --------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_norms_are_the_masked_mean_of_per_step_gradients(kind, rng):
                 hs.append([h.retain_grad() for h in layers])
             else:
                 y_t, state = model.step(x[t], state)
-                hs.append([measure._hidden(state).retain_grad()])
+                hs.append([hidden(state).retain_grad()])
         mse(y_t, y[s]).backward()
         grads = np.stack([np.stack([h.grad for h in step]).reshape(L, B, H) for step in hs], axis=1)
         total[:, :s + 1] += mask[s] / mask.sum() * grads
@@ -171,7 +171,7 @@ def test_top_layer_norms_match_finite_differences_of_the_state(kind, rng):
             state = model.initial_state(B)
             for s in range(t + 1):
                 _, state = model.step(x[s], state)
-        h = measure._hidden(state).data
+        h = hidden(state).data
 
         def loss():
             with no_grad():
@@ -237,7 +237,7 @@ def test_jacobians_equal_finite_differences(kind, L, rng):
             state = model.initial_state(B)
             for s in range(t + 1):
                 _, state = model.step(x[s], state)
-        h = measure._hidden(state).data
+        h = hidden(state).data
         fd = np.empty((B, H, H))
         for b in range(B):
             for j in range(H):

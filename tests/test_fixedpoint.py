@@ -123,6 +123,28 @@ def test_bptt_error_shrinks_at_the_spectral_radius_of_a_linear_map(rng):
     assert layer.last.jacobian_norms() == pytest.approx((0.5, 0.5), rel=1e-9)
 
 
+@pytest.mark.parametrize("grad", ["rbp", "bptt"])
+def test_the_map_gets_the_parameters_as_arguments_and_the_cell_keeps_its_own(grad, rng):
+    """The damped map computes with the values it is given (a vjp recording's leaves, the
+    rescaled weight_hh): the cell module keeps its parameters throughout, and they get the
+    gradient."""
+    class Watching(LinearCell):
+        def forward(self, x, hx=None):
+            kept.append(cell.weight_hh is W and cell.weight_ih is U)
+            return super().forward(x, hx)
+
+    kept = []
+    linear = _linear_cell(rng, radius=0.5)
+    cell = Watching(linear.weight_hh.data, linear.weight_ih.data)
+    W, U = cell.weight_hh, cell.weight_ih
+    layer = nn.FixedPoint(cell, 3, 8, tol=1e-12, max_iter=500, grad=grad, contractive=True)
+    x = Tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    (layer(x) ** 2).sum().backward()
+    layer.last.jacobian_norms()
+    assert kept and all(kept)
+    assert W.grad is not None and U.grad is not None
+
+
 def test_damping_keeps_the_fixed_point_and_its_gradient(rng):
     x = Tensor(rng.uniform(-1, 1, (3, I)), requires_grad=True)
     target = rng.standard_normal((3, H))

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 import bptt.data.tasks
 from bptt.cli import main
 from bptt.runs.experiments.gradflow import CellSpec, measure, parse_cells, run, summarize
-from bptt.runs.train import ConfigError
+from bptt.errors import ConfigError
 
 
 # -- cell lists ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import bptt
 from bptt import Tensor, forward, nn
 from bptt.nn import registry as registry
-from bptt.credit.online import KFRTRL, RTRL, UORO
+from bptt.credit import KFRTRL, RTRL, UORO
 from bptt.optim import Recorder
 
 # every registered cell, once per choice of its options: (cell, options, state components,
@@ -314,7 +314,7 @@ class LinearRNN(nn.Module):
 @pytest.mark.parametrize("rho, max_bias", [(0.8, 0.1), (0.5, 0.01), (0.9, 0.2), (0.3, 0.5)])
 def test_adaptive_k2_on_a_linear_rnn_picks_the_analytic_length(rho, max_bias):
     from bptt.diagnostics import hidden_grad_norms
-    from bptt.credit.online import adaptive_k2
+    from bptt.credit import adaptive_k2
 
     T = 30
     model = LinearRNN(rho)
@@ -332,7 +332,7 @@ def test_adaptive_k2_on_a_linear_rnn_picks_the_analytic_length(rho, max_bias):
 
 
 def test_adaptive_k2_without_decay_and_bad_input():
-    from bptt.credit.online import adaptive_k2
+    from bptt.credit import adaptive_k2
 
     growing = 1.1 ** np.arange(10)
     assert adaptive_k2(growing, 0.1, k2_max=25) == 25
@@ -349,7 +349,7 @@ def test_adaptive_k2_without_decay_and_bad_input():
 
 def test_online_estimators_reject_non_finite_inputs():
     from bptt import nn, optim
-    from bptt.credit.online import KFRTRL, RTRL, UORO
+    from bptt.credit import KFRTRL, RTRL, UORO
 
     model = nn.SequenceModel("rnn", 1, 2, 1, dtype=np.float64)
     x = np.zeros((4, 1, 1))

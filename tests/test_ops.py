@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import bptt
+import bptt.nn  # noqa: F401  (declares the layers' and the cells' primitives, checked here too)
 from bptt import Tensor, forward, ops
 from bptt.gradcheck import numerical_grad
 

@@ -21,11 +21,15 @@ import pytest
 from click.testing import CliRunner
 
 import bptt
-from bptt.runs import rundir
+from bptt.runs import load, rundir
 from bptt.runs import train as training
 from bptt.cli import main
+from bptt.errors import ConfigError
 from bptt.io import load_npz, save_json
-from bptt.runs.train import METRIC_COLUMNS, TrainConfig
+from bptt.runs.build import predict
+from bptt.runs.config import memory_estimate, prepare
+from bptt.runs.rundir import METRIC_COLUMNS
+from bptt.runs.train import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(bptt.__file__)))
 TINY = dict(task="adding", seq_len=6, hidden=4, batch=4, steps=6, val_every=3)
@@ -227,7 +231,7 @@ def test_a_second_process_is_refused_naming_the_holder_and_kill_9_frees_it(tmp_p
 
 
 def test_lock_is_released_on_errors(run):
-    with pytest.raises(training.ConfigError):
+    with pytest.raises(ConfigError):
         training.resume(run, steps=3)
     training.resume(run, steps=9, echo=lambda m: None)      # not locked out by the failure
 
@@ -258,7 +262,7 @@ def test_a_run_killed_right_after_its_first_checkpoint_resumes(tmp_path):
     # configuration: a kill in between leaves a run that resumes as if nothing had happened
     out = tmp_path / "cut"
     out.mkdir()
-    first = training._Run(*training.prepare(TrainConfig(**TINY)), str(out))   # as train() builds it
+    first = training._Run(*prepare(TrainConfig(**TINY)), str(out))   # as train() builds it
     first.gradflow_start = first.gradient_curves()
     np.savez(out / "checkpoint.npz", **first.snapshot())
     messages = []
@@ -444,7 +448,7 @@ def test_a_csv_changed_since_training_is_reported(tmp_path, monkeypatch):
 
 
 def test_a_task_whose_data_changed_is_reported(run, monkeypatch):
-    monkeypatch.setattr(training, "task_fingerprint", lambda task: "0" * 64)
+    monkeypatch.setattr(load, "task_fingerprint", lambda task: "0" * 64)
     assert_clean(invoke("evaluate", run), 1, "validation and test data differ from those")
 
 
@@ -461,7 +465,7 @@ def test_resume_restores_the_package_generator(tmp_path):
     assert str(split["rng.data"]) == str(whole["rng.data"])
     # and the restored state is the one the generator continues from
     arrays = load_npz(tmp_path / "split" / "checkpoint.npz")
-    run = training._Run(*training.prepare(TrainConfig(**TINY)), str(tmp_path / "split"))
+    run = training._Run(*prepare(TrainConfig(**TINY)), str(tmp_path / "split"))
     arrays["meta"] = json.loads(str(arrays["meta"]))
     run.restore(arrays)
     assert bptt.rng.get_state() == json.loads(str(whole["rng.package"]))
@@ -507,7 +511,7 @@ def test_bad_gradflow_options_are_clean(tmp_path, args, code, fragment):
 
 def test_api_options_refuse_non_finite_values(tmp_path):
     for option, value in (("lr", float("nan")), ("clip", float("inf")), ("forget_bias", float("nan"))):
-        with pytest.raises(training.ConfigError, match=f"--{option.replace('_', '-')}: need .*"
+        with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')}: need .*"
                                                        r"\(NaN and infinity are refused\)"):
             training.train(TrainConfig(**{**TINY, option: value}), tmp_path / "run")
 
@@ -538,13 +542,13 @@ def test_scoring_in_batches_gives_the_same_predictions():
     task = bptt.data.tasks.get("adding", seq_len=12, test_size=70)
     model = bptt.nn.SequenceModel("lstm", 2, 5, 1)
     x, y, mask = task.test_set()
-    whole = training.predict(model, x, batch_size=70)
+    whole = predict(model, x, batch_size=70)
     for size in (1, 16, 64):
-        np.testing.assert_allclose(training.predict(model, x, batch_size=size), whole, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(predict(model, x, batch_size=size), whole, rtol=1e-6, atol=1e-7)
 
 
 def test_too_large_sizes_are_refused_before_allocating():
-    config, task = training.prepare(TrainConfig(seq_len=50))
-    assert 1e5 < training.memory_estimate(config, task) < 1e9
-    with pytest.raises(training.ConfigError, match=r"hidden 2000000, .* ask for about .* GiB"):
-        training.prepare(TrainConfig(hidden=2_000_000))
+    config, task = prepare(TrainConfig(seq_len=50))
+    assert 1e5 < memory_estimate(config, task) < 1e9
+    with pytest.raises(ConfigError, match=r"hidden 2000000, .* ask for about .* GiB"):
+        prepare(TrainConfig(hidden=2_000_000))

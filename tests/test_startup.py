@@ -112,7 +112,25 @@ def test_a_signal_during_training_saves_the_state_and_says_how_to_resume(tmp_pat
     assert f"{saved + 2} steps" in out
 
 
+def test_a_sweep_without_dask_says_how_to_install_it(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bptt.cli import main
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('seeds = [0]\n[fixed]\ntask = "adding"\n')
+    for name in ("dask", "distributed"):
+        monkeypatch.setitem(sys.modules, name, None)        # what an import then finds: nothing
+    result = CliRunner().invoke(main, ["sweep", str(spec), "--out", str(tmp_path / "sweep")])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == ["bptt sweep runs on Dask distributed, which is not installed: "
+                                          "pip install 'bptt[sweep]'"]
+    assert not (tmp_path / "sweep").exists()       # refused before anything was written
+    assert CliRunner().invoke(main, ["sweep", "--help"]).exit_code == 0
+
+
 def test_ctrl_c_while_a_sweep_starts_its_cluster_exits_130_with_one_line(tmp_path):
+    pytest.importorskip("distributed")
     spec = tmp_path / "tiny.toml"
     spec.write_text('seeds = [0]\n[fixed]\ntask = "adding"\nseq_len = 10\nhidden = 8\nsteps = 100000\n')
     process = bptt_command(["sweep", spec, "--out", tmp_path / "sweep", "--workers", "1", "--no-progress"],
@@ -143,11 +161,11 @@ def test_a_run_beyond_the_process_memory_limit_is_refused_before_it_starts(tmp_p
 
 
 def test_memory_estimate_counts_the_limit_only_when_one_is_set(monkeypatch):
-    from bptt.runs import train as training
+    from bptt.runs import config
 
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,) * 2)
-    assert training._address_space_left() is None
+    assert config._address_space_left() is None
     monkeypatch.setattr(resource, "getrlimit", lambda which: (2 ** 40, resource.RLIM_INFINITY))
     mapped = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    left = training._address_space_left()
+    left = config._address_space_left()
     assert abs(2 ** 40 - left - mapped) < 2 ** 26       # the limit less what this process maps

@@ -15,7 +15,10 @@ from bptt.runs import train as training
 from bptt.cli import main
 from bptt.io import load_npz
 from bptt.data.tasks.text import TextTask
-from bptt.runs.train import METRIC_COLUMNS, TrainConfig, TrainingDiverged
+from bptt.runs.build import build_model, build_optimizer
+from bptt.runs.config import prepare
+from bptt.runs.rundir import METRIC_COLUMNS
+from bptt.runs.train import TrainConfig, TrainingDiverged
 
 
 def invoke(*args):
@@ -84,18 +87,19 @@ def test_scoring_carries_the_state_across_chunks(name, monkeypatch, tmp_path):
 
 
 def test_an_epoch_is_one_tbptt_pass_over_the_columns(tmp_path):
-    config, task = training.prepare(TrainConfig(task="text", data=str(corpus(tmp_path)), seq_len=9,
-                                                k1=5, k2=8, hidden=6, batch=3, stateful=True, epochs=1))
-    walked = training.build_model(config, task)
-    walk = streams.StreamTraining(task, walked, training.build_optimizer(config, walked),
-                                  tasks.loss_function(task), config)
+    config, task = prepare(TrainConfig(task="text", data=str(corpus(tmp_path)), seq_len=9,
+                                       k1=5, k2=8, hidden=6, batch=3, stateful=True, epochs=1))
+    walked = build_model(config, task)
+    walk = streams.StreamTraining(task, config)
+    trainer = bptt.TBPTT(walked, tasks.loss_function(task), build_optimizer(config, walked), 5, 8,
+                         clip_norm=config.clip, window_loss=walk.window_loss)
     records = []
     while walk.epoch == 0:
-        records += list(walk.updates())
+        records += list(walk.updates(trainer))
     assert len(records) == config.steps == streams.updates_per_epoch(task, config)
-    assert walk.position == 0 and walk.trainer.state is None       # reset for the next epoch
-    fed = training.build_model(config, task)
-    once = bptt.TBPTT(fed, tasks.loss_function(task), training.build_optimizer(config, fed), 5, 8,
+    assert walk.position == 0 and trainer.state is None       # reset for the next epoch
+    fed = build_model(config, task)
+    once = bptt.TBPTT(fed, tasks.loss_function(task), build_optimizer(config, fed), 5, 8,
                       clip_norm=config.clip)
     x, y, _ = streams.part_stream(task, "train")
     once.run(streams.batchify(x, 3), streams.batchify(y, 3))
@@ -105,13 +109,23 @@ def test_an_epoch_is_one_tbptt_pass_over_the_columns(tmp_path):
         np.testing.assert_allclose(p.data, q.data, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_a_stateful_run_walks_its_streams_with_its_own_trainer(tmp_path):
+    config, task = prepare(TrainConfig(task="text", data=str(corpus(tmp_path)), seq_len=9, k1=5, hidden=6,
+                                       batch=3, stateful=True, epochs=1))
+    run = training._Run(config, task, str(tmp_path / "run"))
+    assert isinstance(run.walk, streams.StreamTraining)
+    assert run.trainer.window_loss is run.walk.window_loss
+    assert len(list(run.updates())) == 1
+    assert run.walk.position == 5 and run.trainer.state is not None      # carried to the next window
+
+
 @pytest.mark.parametrize("k1, k2", [(6, 6), (4, 10)])
 def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, k1, k2):
     # 179 training characters in 4 streams of 44 steps: epochs of ceil(44 / k1) updates, the
     # last of them partial (through finish); the split falls inside the second epoch
     base = dict(task="text", data=str(corpus(tmp_path, 60)), seq_len=10, k1=k1, k2=k2, hidden=6,
                 batch=4, stateful=True, epochs=2)
-    cut = training.prepare(TrainConfig(**base))[0].steps // 2 + 3
+    cut = prepare(TrainConfig(**base))[0].steps // 2 + 3
     base["val_every"] = cut        # the split run validates at its end: so does the whole one
     whole = training.train(TrainConfig(**base), tmp_path / "whole")
     training.train(TrainConfig(**{**base, "epochs": None, "steps": cut}), tmp_path / "split")
@@ -187,13 +201,14 @@ def test_stream_state_needs_an_update_point():
 
 def test_stateful_language_model_matches_torch_chunk_and_detach(tmp_path):
     torch = pytest.importorskip("torch")
-    config, task = training.prepare(TrainConfig(task="text", data=str(corpus(tmp_path)), seq_len=7,
-                                                hidden=5, embed=3, batch=3, stateful=True, steps=1,
-                                                clip=0.5, lr=0.01))
+    config, task = prepare(TrainConfig(task="text", data=str(corpus(tmp_path)), seq_len=7,
+                                       hidden=5, embed=3, batch=3, stateful=True, steps=1,
+                                       clip=0.5, lr=0.01))
     bptt.seed(0)
     ours = bptt.nn.LanguageModel("lstm", task.output_size, 3, 5, dtype=np.float64)
-    walk = streams.StreamTraining(task, ours, bptt.optim.Adam(ours.parameters(), lr=0.01),
-                                  tasks.loss_function(task), config)
+    walk = streams.StreamTraining(task, config)
+    trainer = bptt.TBPTT(ours, tasks.loss_function(task), bptt.optim.Adam(ours.parameters(), lr=0.01),
+                         config.k1, config.k2, clip_norm=config.clip, window_loss=walk.window_loss)
     modules = torch.nn.ModuleDict({"embedding": torch.nn.Embedding(task.output_size, 3),
                                    "rnn": torch.nn.LSTM(3, 5),
                                    "head": torch.nn.Linear(5, task.output_size)})
@@ -202,7 +217,7 @@ def test_stateful_language_model_matches_torch_chunk_and_detach(tmp_path):
     xs, ys = torch.from_numpy(walk.x), torch.from_numpy(walk.y)
     state = None
     for a in range(0, 7 * 12, 7):            # PyTorch's word_language_model loop: BPTT(7; 7)
-        ours_loss = [r["loss"] for r in walk.updates()][0]
+        ours_loss = [r["loss"] for r in walk.updates(trainer)][0]
         y, state = modules["rnn"](modules["embedding"](xs[a:a + 7]),
                                   None if state is None else tuple(s.detach() for s in state))
         logits = modules["head"](y)

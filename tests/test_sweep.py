@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ pytest.importorskip("distributed")
 from bptt.runs import report as sweep_report  # noqa: E402
 from bptt.cli import main  # noqa: E402
 from bptt.io import load_npz  # noqa: E402
-from bptt.runs.sweep import SpecError, cluster, load_spec, run_sweep  # noqa: E402
-from bptt.runs.train import TrainConfig, read_metrics, train  # noqa: E402
+from bptt.errors import ConfigError  # noqa: E402
+from bptt.runs.sweep import SpecError, cluster, execute, load_spec, plan, run_sweep  # noqa: E402
+from bptt.runs.rundir import read_metrics  # noqa: E402
+from bptt.runs.train import TrainConfig, train  # noqa: E402
 
 TINY = """\
 seeds = [0, 1]
@@ -86,6 +89,33 @@ def test_spec_data_paths_are_relative_to_the_spec(tmp_path):
     (run,) = spec.runs
     assert run.name == "data=.._load.csv,seed=1"
     assert os.path.normpath(run.config.data) == str(tmp_path / "load.csv")
+
+
+def test_cell_options_in_a_spec_and_the_sweep_run_again(tmp_path):
+    # the cell grammar of bptt train, a table, and the deprecated key of 0.1, each recognised
+    # in the run it left when the same spec runs again
+    spec = load_spec(_spec(tmp_path, 'seeds = [0]\n[fixed]\ntask = "adding"\nseq_len = 4\nhidden = 3\n'
+                                     'batch = 2\nsteps = 1\n[grid]\ncell = ["lstm:forget_bias=0", "indrnn"]\n'
+                                     '[[config]]\ncell_options = {forget_bias = 2.0}\n'
+                                     '[[config]]\nforget_bias = 3.0\n'))
+    assert [r.name for r in spec.runs] == ["cell=lstm_forget_bias_0,seed=0", "cell=indrnn,seed=0",
+                                           "cell_options=forget_bias_2,seed=0", "forget_bias=3,seed=0"]
+    out = tmp_path / "sweep"
+    with pytest.warns(DeprecationWarning):
+        for run in spec.runs:
+            assert execute(asdict(run.config), str(out / "runs" / run.name))["status"] == "done"
+    stored = [json.load(open(out / "runs" / r.name / "config.json"))["cell_options"] for r in spec.runs]
+    assert stored == [{"forget_bias": 0.0}, {"nonlinearity": "relu", "recurrent_max": None},
+                      {"forget_bias": 2.0}, {"forget_bias": 3.0}]
+    assert set(plan(spec, str(out)).values()) == {"finished"}
+    # a spec whose [fixed] options changed under the same run names
+    fixed = 'seeds = [0]\n[fixed]\ntask = "adding"\nseq_len = 4\nhidden = 3\nbatch = 2\nsteps = 1\n'
+    before = load_spec(_spec(tmp_path, fixed + "cell_options = {forget_bias = 2.0}\n", "before.toml"))
+    execute(asdict(before.runs[0].config), str(tmp_path / "fixed" / "runs" / before.runs[0].name))
+    after = load_spec(_spec(tmp_path, fixed + "cell_options = {forget_bias = 1.0}\n", "after.toml"))
+    with pytest.raises(ConfigError, match=r"holds a run with cell_options = \{'forget_bias': 2.0\}, but the "
+                                          r"spec asks for \{'forget_bias': 1.0\}"):
+        plan(after, str(tmp_path / "fixed"))
 
 
 SPECS = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "sweeps")
@@ -237,7 +267,7 @@ def test_worker_killed_mid_run_is_retried_from_its_checkpoint(tmp_path, schedule
     killer.start()
     records = {}
     sweeping = threading.Thread(target=lambda: records.update(run_sweep(
-        load_spec(spec), out, scheduler=scheduler.scheduler.address, echo=lambda _: None, progress=False)),
+        load_spec(spec), out, scheduler=scheduler.scheduler.address, echo=lambda _: None)),
         daemon=True)
     sweeping.start()
     sweeping.join(timeout=180)

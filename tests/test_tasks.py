@@ -16,6 +16,19 @@ TOY = ["adding", "copy", "parity", "recall"]
 
 
 # --- registry -------------------------------------------------------------------------------------
+def test_every_task_says_what_kind_it_is():
+    # callers (bptt train, streams, sampling) ask the task, never its class
+    built = {name: tasks.get(name) for name in tasks.names()}
+    kinds = {name: task.kind for name, task in built.items()}
+    assert {kinds[n] for n in TOY} == {"sequences"} and kinds["lag"] == "sequences"
+    assert kinds["shakespeare"] == "text" and kinds["sunspots"] == kinds["sine"] == "series"
+    assert set(kinds.values()) == {"sequences", "series", "text"}
+    for task in built.values():
+        assert task.forecasting == (task.kind == "series") == task.describe()["forecasting"]
+        assert task.streamable == (task.kind != "sequences")
+    assert [name for name, task in built.items() if task.has_levels] == ["lag"]
+
+
 def test_registry_names_and_errors():
     assert tasks.names()[:4] == TOY
     assert {"sine", "mackey-glass", "lorenz", "narma10", "sunspots", "airline", "nile"} <= set(

@@ -291,6 +291,43 @@ def test_sequence_path_is_used_and_matches_reference(chunks, calls):
     assert_matches(grads, records, reference(model, x, y, None, 4, 4))
 
 
+def test_a_replay_gets_the_weights_it_ran_with_as_arguments_and_leaves_the_parameters_alone():
+    """k1 = k2 = 4 over 14 steps fed as 8 + 6: finish cuts at 10, inside the piece 9-12 recorded
+    before the update at 12, so 9-12 is replayed: its forward computes with the weights after
+    the update at 8 while every parameter of the model keeps the array it has."""
+    class Watching(TinyRNN):
+        def forward(self, x, state=None):
+            seen.append(([p.data for p in model.parameters()], self.ih.weight.data))
+            return super().forward(x, state)
+
+    seen = []
+    model = Watching(rng=np.random.default_rng(7))
+    x, y = stream(14)
+    trainer = TBPTT(model, mse, SGD(model.parameters(), lr=0.1), 4)
+    trainer.run(x[:8], y[:8])
+    ran_with = model.ih.weight.data
+    trainer.run(x[8:], y[8:])
+    current = [p.data for p in model.parameters()]
+    del seen[:]
+    trainer.finish()
+    assert len(seen) == 2         # 9-10 run to get h_10, 11-12 recorded again
+    for params, weight in seen:
+        assert all(a is b for a, b in zip(params, current))
+        assert weight is ran_with and weight is not model.ih.weight.data
+
+
+def test_a_restored_stream_of_a_model_that_is_no_module_cannot_be_replayed():
+    """Replaying a restored piece binds the weights it ran with to the model's modules."""
+    model = StepOnly()
+    x, y = stream(10)
+    trainer = TBPTT(model, mse, SGD(model.inner.parameters(), lr=0.1), 3, 5)
+    trainer.run(x[:6], y[:6])
+    again = TBPTT(model, mse, SGD(model.inner.parameters(), lr=0.1), 3, 5)
+    again.load_stream_state(trainer.stream_state())
+    with pytest.raises(TypeError, match="TBPTT: replaying a piece .* needs a Module; StepOnly is not"):
+        again.run(x[6:], y[6:])
+
+
 def window_mse(y_pred, y):
     return nn.mse_loss(y_pred, y, reduction="none").mean(axis=(1, 2))
 

@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import bptt
+from bptt.runs import config as configuration
 from bptt.runs import train as training
-from bptt.cli import main
+from bptt.cli import ProgressBar, main
+from bptt.errors import ConfigError
 from bptt.io import load_npz
-from bptt.runs.train import METRIC_COLUMNS, ConfigError, TrainConfig, TrainingDiverged
+from bptt.runs.build import predict
+from bptt.runs.rundir import METRIC_COLUMNS, CorruptRun, RunMismatch
+from bptt.runs.train import TrainConfig, TrainingDiverged
 
 TINY = dict(task="adding", seq_len=6, hidden=4, batch=4, steps=6, val_every=3)
 TINY_ARGS = ["--task", "adding", "--seq-len", "6", "--hidden", "4", "--batch", "4", "--steps", "6",
@@ -61,6 +66,13 @@ def assert_same_arrays(a, b):
     (["--target", "y"], r"Invalid value for '--data': --column and --target select columns of a CSV"),
     (["--data", __file__], r"Invalid value for '--target': name the column of .* to forecast"),
     (["--cell", "lstm", "--nonlinearity", "relu"], r"'relu' applies to --cell rnn"),
+    (["--cell", "lstm:forget_bia=1"],
+     r"Invalid value for '--cell': unknown key 'forget_bia' for lstm in 'lstm:forget_bia=1'; allowed keys: forget_bias"),
+    (["--cell", "gru:forget_bias=1"], r"allowed keys: none \(gru has no options\)"),
+    (["--cell", "indrnn:recurrent_max=-1"], r"'--cell': indrnn: recurrent_max .*in 'indrnn:recurrent_max=-1'"),
+    (["--cell", "rnn:nonlinearity=sigmoid"], r"nonlinearity='sigmoid' in 'rnn:nonlinearity=sigmoid'; choose from tanh, relu"),
+    (["--cell", "rnn,lstm"], r"'rnn,lstm' names 2 cells; give one"),
+    (["--cell", "lstm:forget_bias=0", "--forget-bias", "1"], r"'--forget-bias': forget_bias is also given with the cell"),
 ])
 def test_usage_errors_exit_2_and_say_what_is_allowed(args, message, tmp_path):
     result = invoke("train", "--out", tmp_path / "run", *args)
@@ -98,19 +110,19 @@ def test_fresh_run_refuses_an_existing_run(tmp_path):
 
 
 def test_config_resolution():
-    c, task = training.prepare(TrainConfig(seq_len=20))
-    assert (c.seq_len, c.k1, c.k2, c.lr) == (20, 20, 20, training.OPTIMIZERS["adam"][1])
+    c, task = configuration.prepare(TrainConfig(seq_len=20))
+    assert (c.seq_len, c.k1, c.k2, c.lr) == (20, 20, 20, configuration.OPTIMIZERS["adam"][1])
     assert task.name == "adding" and task.seq_len == 20
-    c, _ = training.prepare(TrainConfig(seq_len=20, k1=5, optimizer="sgd"))
+    c, _ = configuration.prepare(TrainConfig(seq_len=20, k1=5, optimizer="sgd"))
     assert (c.k1, c.k2, c.lr) == (5, 5, 0.1)
-    c, task = training.prepare(TrainConfig(task="copy"))     # the task's own default length
+    c, task = configuration.prepare(TrainConfig(task="copy"))     # the task's own default length
     assert c.seq_len == task.seq_len == 120 == c.k1
     with pytest.raises(ConfigError, match=r"--clip: need a gradient-norm limit >= 0"):
-        training.prepare(TrainConfig(clip=-1))
+        configuration.prepare(TrainConfig(clip=-1))
     with pytest.raises(ConfigError, match=r"--steps: need a positive integer, got 0"):
-        training.prepare(TrainConfig(steps=0))
+        configuration.prepare(TrainConfig(steps=0))
     with pytest.raises(ConfigError, match=r"--seq-len: task 'adding': seq_len must be"):
-        training.prepare(TrainConfig(seq_len=1))
+        configuration.prepare(TrainConfig(seq_len=1))
 
 
 # -- a tiny run ----------------------------------------------------------------------------------
@@ -164,7 +176,8 @@ def test_forecasting_run_draws_predictions(tmp_path):
     assert (out / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stored = json.loads((out / "result.json").read_text())
     assert stored["metric"] == "rmse" and "persistence" in stored["baselines"]
-    assert json.loads((out / "config.json").read_text())["forget_bias"] == 1.0   # stored, LSTM-only
+    # bptt train's forget-gate bias of 1 is the LSTM's only: a GRU has no options
+    assert json.loads((out / "config.json").read_text())["cell_options"] == {}
 
 
 def test_a_users_csv(tmp_path):
@@ -207,6 +220,99 @@ def test_evaluate_json_matches_result_json(tmp_path):
 def test_evaluate_needs_a_run_directory(tmp_path):
     result = invoke("evaluate", tmp_path)
     assert result.exit_code == 2 and "not a run directory (no config.json)" in result.output
+
+
+# -- cell options: one grammar ------------------------------------------------------------------
+def bias_hh(run_dir):
+    return load_npz(os.path.join(run_dir, "checkpoint.npz"))["model.rnn.bias_hh_l0"]
+
+
+def test_cell_options_are_written_after_the_cell(tmp_path):
+    runs = {name: tmp_path / name for name in ("default", "zero", "indrnn")}
+    for name, cell in (("default", "lstm"), ("zero", "lstm:forget_bias=0"),
+                       ("indrnn", "indrnn:nonlinearity=tanh,recurrent_max=2")):
+        result = invoke("train", *TINY_ARGS, "--steps", "1", "--cell", cell, "--out", runs[name])
+        assert result.exit_code == 0, result.output
+    stored = {name: json.loads((run / "config.json").read_text()) for name, run in runs.items()}
+    # bptt train's LSTM starts with forget-gate bias 1 unless the command says otherwise
+    assert stored["default"]["cell_options"] == {"forget_bias": 1.0}
+    assert stored["zero"]["cell"] == "lstm" and stored["zero"]["cell_options"] == {"forget_bias": 0.0}
+    assert stored["indrnn"]["cell"] == "indrnn"
+    assert stored["indrnn"]["cell_options"] == {"nonlinearity": "tanh", "recurrent_max": 2.0}
+    assert bptt.load_run(runs["indrnn"]).config.cell_options["recurrent_max"] == 2.0
+
+
+def test_the_old_cell_spellings_still_work_and_say_they_are_deprecated(tmp_path):
+    old = invoke("train", *TINY_ARGS, "--forget-bias", "0", "--out", tmp_path / "old")
+    new = invoke("train", *TINY_ARGS, "--cell", "lstm:forget_bias=0", "--out", tmp_path / "new")
+    assert old.exit_code == new.exit_code == 0, old.output
+    assert "The option 'forget_bias' is deprecated. write --cell lstm:forget_bias=VALUE" in old.output
+    assert "deprecated" not in new.output
+    assert_same_arrays(model_arrays(tmp_path / "old"), model_arrays(tmp_path / "new"))
+    relu = invoke("train", *TINY_ARGS, "--steps", "1", "--cell", "rnn", "--nonlinearity", "relu",
+                  "--out", tmp_path / "relu")
+    assert relu.exit_code == 0 and "The option 'nonlinearity' is deprecated" in relu.output
+    assert json.loads((tmp_path / "relu" / "config.json").read_text())["cell_options"] == {"nonlinearity": "relu"}
+    with pytest.warns(DeprecationWarning, match=r"forget_bias and .nonlinearity .* are deprecated"):
+        c, _ = configuration.prepare(TrainConfig(forget_bias=2.0))
+    assert (c.cell_options, c.forget_bias) == ({"forget_bias": 2.0}, None)
+
+
+def test_a_run_of_bptt_0_1_still_evaluates(tmp_path):
+    # 0.1 stored the cell options as the keys forget_bias (for every cell) and nonlinearity
+    out = tmp_path / "run"
+    training.train(TrainConfig(**{**TINY, "steps": 3}), out, echo=lambda m: None)
+    before = json.loads((out / "result.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    del config["cell_options"]
+    config.update(forget_bias=1.0, nonlinearity=None)
+    (out / "config.json").write_text(json.dumps(config))
+    arrays = load_npz(out / "checkpoint.npz")
+    meta = json.loads(str(arrays["meta"]))
+    del meta["config"]["cell_options"]
+    meta["config"].update(forget_bias=1.0, nonlinearity=None)
+    arrays["meta"] = np.asarray(json.dumps(meta))
+    np.savez(out / "checkpoint.npz", **arrays)
+    assert training.evaluate(out) == before
+    assert training.resume(out, steps=6, echo=lambda m: None)["steps"] == 6
+
+
+# -- load_run ---------------------------------------------------------------------------------------
+def test_load_run_gives_the_model_the_run_scored(tmp_path):
+    result = training.train(TrainConfig(**TINY), tmp_path / "run", echo=lambda m: None)
+    run = bptt.load_run(tmp_path / "run")
+    assert (run.step, run.config.hidden, run.config.cell, run.task.name) == (6, 4, "lstm", "adding")
+    x, y, mask = run.task.test_set()
+    assert run.task.score(predict(run.model, x), y, mask) == result["test"] == run.score("test")
+    rows = metrics_rows(tmp_path / "run")
+    assert run.score("validation") == float(rows[-1][2])
+
+
+@pytest.mark.parametrize("damage, error, fragment", [
+    ("not a run", ConfigError, "not a run directory (no config.json)"),
+    ("no checkpoint", ConfigError, "holds no checkpoint.npz to start from"),
+    ("truncated checkpoint", CorruptRun, "checkpoint.npz"),
+    ("another model", RunMismatch, "was written by a run with hidden=4, but config.json says hidden=8"),
+])
+def test_load_run_refuses_what_evaluate_refuses(tmp_path, damage, error, fragment):
+    run = tmp_path / "run"
+    training.train(TrainConfig(**{**TINY, "steps": 2}), run, echo=lambda m: None)
+    if damage == "not a run":
+        run = tmp_path / "empty"
+        run.mkdir()
+    elif damage == "no checkpoint":
+        (run / "checkpoint.npz").unlink()
+    elif damage == "truncated checkpoint":
+        (run / "checkpoint.npz").write_bytes((run / "checkpoint.npz").read_bytes()[:100])
+    else:
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "hidden": 8}))
+    with pytest.raises(error, match=re.escape(fragment)) as raised:
+        bptt.load_run(run)
+    result = invoke("evaluate", run)
+    assert result.exit_code == (2 if error is ConfigError else 1), result.output
+    said = raised.value.message if error is ConfigError else str(raised.value)
+    assert said in " ".join(result.output.split())
 
 
 # -- resume, interrupt, divergence ---------------------------------------------------------------
@@ -265,7 +371,7 @@ def test_ctrl_c_in_the_cli_exits_130_with_the_resume_command(tmp_path, monkeypat
 
 def poison_batch(monkeypatch, at_call):
     """Make the task's ``at_call``-th training batch carry a target so large that the loss overflows."""
-    build = training.build_task
+    build = configuration.build_task
 
     def build_poisoned(config):
         task = build(config)
@@ -282,7 +388,7 @@ def poison_batch(monkeypatch, at_call):
         task.batch = batch
         return task
 
-    monkeypatch.setattr(training, "build_task", build_poisoned)
+    monkeypatch.setattr(configuration, "build_task", build_poisoned)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered")
@@ -339,17 +445,22 @@ def test_progress_goes_through_the_object_the_caller_passes(tmp_path):
 
     training.train(TrainConfig(**{**TINY, "k1": 3}), tmp_path / "a", progress=Recorder, echo=lambda m: None)
     assert seen == [("total", 6), (2, True), (2, True), (2, True), ("closed",)]
-    # True is the command line's click bar (hidden when stderr is not a terminal)
-    result = training.train(TrainConfig(**{**TINY, "steps": 2}), tmp_path / "b", progress=True,
+    # the command line's click bar (hidden when stderr is not a terminal)
+    result = training.train(TrainConfig(**{**TINY, "steps": 2}), tmp_path / "b", progress=ProgressBar,
                             echo=lambda m: None)
     assert result["steps"] == 2
+    with pytest.raises(TypeError, match=r"progress must be None or a callable progress\(total\), got True"):
+        training.train(TrainConfig(**TINY), tmp_path / "c", progress=True, echo=lambda m: None)
+    assert not (tmp_path / "c").exists()
 
 
 def test_train_does_not_import_click():
     import subprocess
     import sys
 
-    code = "import sys, bptt.runs.train; print('click' in sys.modules)"
+    code = ("import sys, bptt.runs.train, bptt.runs.sweep, bptt.runs.report, bptt.runs.sample, "
+            "bptt.runs.experiments.gradflow, bptt.runs.experiments.credit, "
+            "bptt.runs.experiments.fixedpoint; print('click' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(training.__file__))))
     assert out.stdout.strip() == "False", out.stderr

@@ -4,10 +4,11 @@ import pytest
 from click.testing import CliRunner
 
 from bptt.runs import streams
-from bptt.data import tasks
 from bptt.runs import train as training
+from bptt.data import tasks
 from bptt.cli import main
-from bptt.runs.train import TrainConfig, prepare
+from bptt.runs.build import build_model
+from bptt.runs.config import TrainConfig, prepare
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def test_shakespeare_stateful_defaults(shakespeare_stateful):
     assert (c.cell, c.layers, c.hidden, c.seq_len, c.k1, c.k2, c.batch) == ("lstm", 1, 256, 100, 100, 100, 32)
     assert (c.optimizer, c.lr, c.clip, c.epochs) == ("adam", 2e-3, 1.0, 8)
     assert c.steps == 8 * streams.updates_per_epoch(task, c) == 2512
-    model = training.build_model(c, task)
+    model = build_model(c, task)
     assert model.embedding.weight.shape == (task.output_size, 256)
 
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bptt.nn import recompute as checkpointing
 from bptt.errors import check_finite
+from bptt.nn import recompute as checkpointing
+from bptt.nn.state import as_array, flatten, hidden, unflatten
 from bptt.tape import Tensor, no_grad
 
 __all__ = ["hidden_grad_norms", "jacobians", "jacobian_norms", "DecayFit", "decay_rate",
@@ -35,7 +36,7 @@ __all__ = ["hidden_grad_norms", "jacobians", "jacobian_norms", "DecayFit", "deca
 
 def _sequence(x, who):
     """The (T, B, I) input (or (T, B) integer tokens) as an array, or a ValueError naming ``who``."""
-    data = x.data if isinstance(x, Tensor) else np.asarray(x)
+    data = as_array(x)
     tokens = data.ndim == 2 and data.dtype.kind in "iu"
     if data.ndim != 3 and not tokens or data.shape[0] < 1 or data.shape[1] < 1:
         raise ValueError(f"{who}: x must be a sequence shaped (T, B, I), or (T, B) integer tokens, "
@@ -46,7 +47,7 @@ def _sequence(x, who):
 
 def _curve(norms, who):
     """One curve indexed by timestep as a float64 array, or a ValueError naming ``who``."""
-    a = np.asarray(norms.data if isinstance(norms, Tensor) else norms, dtype=np.float64)
+    a = np.asarray(as_array(norms), dtype=np.float64)
     if a.ndim != 1 or a.size < 1:
         raise ValueError(f"{who}: norms must be one curve indexed by timestep, shape (T,), got shape {a.shape} "
                          "(pass one row of hidden_grad_norms, e.g. norms[-1] for the top layer)")
@@ -55,15 +56,10 @@ def _curve(norms, who):
     return a
 
 
-def _hidden(state):
-    """The h of a state: the Tensor itself, or the first of an LSTM's (h, c)."""
-    return state[0] if isinstance(state, tuple) else state
-
-
 def _step_weights(mask, T, who):
     if mask is None:
         return np.ones(T)
-    w = np.asarray(mask.data if isinstance(mask, Tensor) else mask, dtype=np.float64)
+    w = np.asarray(as_array(mask), dtype=np.float64)
     if w.shape != (T,):
         raise ValueError(f"{who}: mask must weight the T={T} steps, shape ({T},), got shape {w.shape}")
     if np.any(w < 0) or not w.sum() > 0:
@@ -151,15 +147,16 @@ def hidden_grad_norms(model, x, y, loss_fn, mask=None, state=None, per_example=F
     g = None             # the cotangent of the state leaving the segment being backpropagated
     for k in range(len(starts) - 1, -1, -1):
         a, b = starts[k], (starts[k + 1] if k + 1 < len(starts) else T)
-        s = entering[k] if k == 0 else _leaf_state(entering[k])
-        leaves = _components(s)
+        # the first segment runs from the state given, as the unchecked pass does
+        segment = checkpointing.Segment(entering[k], cut=k > 0)
+        s = segment.entering
         total = None
         for t in range(a, b):
             if probe:
                 y_t, s, layers = model.step(xs[t], s, return_layers=True)
             else:
                 y_t, s = model.step(xs[t], s)
-                layers = (_hidden(s),)
+                layers = (hidden(s),)
             if not all(h.requires_grad for h in layers):
                 raise ValueError(f"{who}: the hidden state at step {t} does not require grad; the model "
                                  "needs parameters that require grad, and grad recording must be on")
@@ -168,32 +165,13 @@ def hidden_grad_norms(model, x, y, loss_fn, mask=None, state=None, per_example=F
                 # a Python float: a numpy float64 scalar would promote a float32 loss to float64
                 term = loss_fn(y_t, y[t]) * float(weights[t])
                 total = term if total is None else total + term
-        root = None if total is None else total / den
-        if g is not None:
-            for out, gi in zip(_components(s), g):
-                if gi is not None:
-                    term = (out * gi).sum()
-                    root = term if root is None else root + term
-        if root is not None:
-            root.backward()
-        g = None if root is None else tuple(leaf.grad for leaf in leaves)
+        g = segment.backprop(s, g, loss=None if total is None else total / den)
     # each step's layers as (L, B, H): B x H per layer from the probe, one (L, B, H) state without
     grads = np.stack([np.concatenate([(np.zeros(h.shape) if h.grad is None else h.grad.astype(np.float64))
                                       .reshape(-1, *h.shape[-2:]) for h in step]) for step in hs],
                      axis=1)                                    # (L, T, B, H)
     norms = np.sqrt(np.sum(grads * grads, axis=-1))             # (L, T, B)
     return norms if per_example else np.sqrt(np.sum(norms * norms, axis=-1))
-
-
-def _components(state):
-    """A state as a tuple of its Tensors."""
-    return tuple(state) if isinstance(state, tuple) else (state,)
-
-
-def _leaf_state(state):
-    """A stored state as new leaf Tensors that require grad, in the state's structure."""
-    leaves = tuple(Tensor(t.data, requires_grad=True) for t in _components(state))
-    return leaves if isinstance(state, tuple) else leaves[0]
 
 
 def _takes_probe(model):
@@ -243,19 +221,18 @@ def _jacobian_sweep(model, x, state):
         states = [state]
         for t in range(T - 1):   # states[t] is the state the step at t starts from
             states.append(model.step(xs[t], states[-1])[1])
-    h_last = _hidden(states[-1]).data
+    h_last = hidden(states[-1]).data
     L, H = h_last.shape[0], h_last.shape[-1]
-    multi = isinstance(state, tuple)      # a state of several components, e.g. (h, c)
-    K = 2 * H if multi else H
+    K = H * len(flatten(state))           # R's columns: every component's units
     R = np.zeros((B, H, K))
     R[:, :, :H] = np.eye(H)
     yield T - 1, R[:, :, :H].copy()
     for t in range(T - 1, 0, -1):
-        parts = states[t] if multi else (states[t],)
+        parts = flatten(states[t])
         # copy k of example b sits at row b * H + k
         leaves = tuple(Tensor(np.repeat(p.data, H, axis=1), requires_grad=True) for p in parts)
-        _, out = model.step(np.repeat(xs[t], H, axis=0), leaves if multi else leaves[0])
-        outs = out if multi else (out,)
+        _, out = model.step(np.repeat(xs[t], H, axis=0), unflatten(states[t], leaves))
+        outs = flatten(out)
         cot = R.reshape(B * H, len(parts), H)
         dtype = outs[0].dtype
         obj = sum(((o[L - 1] * cot[:, i, :].astype(dtype)).sum() for i, o in enumerate(outs)))

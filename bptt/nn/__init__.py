@@ -10,6 +10,9 @@ from bptt.nn.losses import (mse_loss, l1_loss, huber_loss, binary_cross_entropy_
 from bptt.nn.registry import CellType, Option, register as register_cell, names as cell_names
 from bptt.nn.recurrent import Cell, Recurrent, SequenceModel
 from bptt.nn.language_model import LanguageModel
+# the package's cells register here, once: importing any part of bptt.nn runs this module first,
+# so a lookup in the registry (which imports no cell) finds them all
+from bptt.nn import cells  # noqa: F401
 from bptt.nn.cells.rnn import RNNCell, RNN
 from bptt.nn.cells.lstm import LSTMCell, LSTM
 from bptt.nn.cells.gru import GRUCell, GRU

@@ -16,8 +16,8 @@ i, f, g, o; every buffer is in the inputs' dtype; the residuals and temporaries 
 ``FLOAT64_UNITS`` units a step, and dtypes other than float32 and float64, stay on the numpy
 kernels.
 
-The path is opt-in: ``BPTT_COMPILED=1`` in the environment (read when ``import bptt`` imports
-this module, applied at the first LSTM forward), ``use(True)``, or ``with enabled(): ...``.  It
+The path is opt-in: ``BPTT_COMPILED=1`` in the environment (read when this module is first
+imported, with the LSTM cell, and applied at the first LSTM forward), ``use(True)``, or ``with enabled(): ...``.  It
 needs numba (``pip install 'bptt[compiled]'``), which is imported only once the path is enabled.
 The first call in a process compiles the loops for its dtype (seconds) or loads them from
 numba's on-disk cache (a fraction of a second).  A forward's residuals say which path made them,

@@ -35,6 +35,8 @@ import numpy as np
 
 from bptt import ops
 from bptt.nn.module import Module
+from bptt.nn.recompute import bound
+from bptt.nn.state import flatten, public
 from bptt.ops import primitive
 from bptt.tape import Tensor, is_grad_enabled, no_grad, vjp
 
@@ -105,10 +107,6 @@ def _make_options(tol, max_iter, damping, grad, grad_tol, grad_max_iter, neumann
                     unroll=None if unroll is None else int(unroll), on_fail=on_fail)
 
 
-def _tuple(state):
-    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
-
-
 def _norm(arrays):
     return math.sqrt(sum(float(np.vdot(a, a)) for a in arrays))
 
@@ -116,29 +114,19 @@ def _norm(arrays):
 class _Problem:
     """The damped map T of one cell at one input, its starting state and the solver options.
 
-    ``slots`` are the (module, attribute) places of the cell's parameters: T puts the tensors it
-    is given there for the duration of a call, so the same cell computes T from any parameter
-    values (the leaves of a ``vjp`` recording, rescaled weights) without being rebuilt.
+    T takes the cell's parameters as an argument (``params``, in ``cell.parameters()`` order):
+    the cell computes with whatever values it is given (the leaves of a ``vjp`` recording,
+    rescaled weights) through ``bptt.nn.recompute.bound``, never by changing its parameters.
     """
 
-    def __init__(self, who, cell, slots, options, h0):
-        self.who, self.cell, self.slots, self.options, self.h0 = who, cell, slots, options, h0
+    def __init__(self, who, cell, options, h0):
+        self.who, self.cell, self.options, self.h0 = who, cell, options, h0
         self.report = None
 
-    @contextlib.contextmanager
-    def _substituted(self, params):
-        saved = [getattr(m, name) for m, name in self.slots]
-        for (m, name), p in zip(self.slots, params):
-            object.__setattr__(m, name, p if isinstance(p, Tensor) else Tensor(p))
-        try:
-            yield
-        finally:
-            for (m, name), p in zip(self.slots, saved):
-                object.__setattr__(m, name, p)
-
-    def _T(self, x, state):
-        """One damped step from ``state`` (a tuple, or None for zeros); parameters already in place."""
-        f = _tuple(self.cell(x, None if state is None else (state[0] if len(state) == 1 else state)))
+    def _T(self, cell, x, state):
+        """One damped step of ``cell`` (bound to the parameters) from ``state`` (a tuple, or
+        None for zeros)."""
+        f = flatten(cell(x, None if state is None else public(state)))
         d = self.options.damping
         if d == 1.0:
             return f
@@ -147,9 +135,8 @@ class _Problem:
         return tuple((1.0 - d) * s + d * fi for s, fi in zip(state, f))
 
     def step(self, x, params, state):
-        """``T(state)`` with ``params`` in the cell's slots: what ``vjp`` records."""
-        with self._substituted(params):
-            return self._T(x, state)
+        """``T(state)`` with the parameters ``params``: what ``vjp`` records."""
+        return self._T(bound(self.cell, params), x, state)
 
     def vjp(self, state, x, params):
         """``bptt.vjp``'s ``vjp_fn`` of one application of T, over the inputs (*state, x, *params)."""
@@ -165,14 +152,14 @@ class _Problem:
         opt = self.options
         limit = opt.max_iter if steps is None else steps
         residual = math.inf
-        with self._substituted(params):
-            for k in range(1, limit + 1):
-                new = self._T(x, state)
-                before = [np.zeros_like(n.data) for n in new] if state is None else [s.data for s in state]
-                residual = _norm([n.data - b for n, b in zip(new, before)]) / max(1.0, _norm(before))
-                state = new
-                if steps is None and residual <= opt.tol:
-                    return state, k, residual
+        cell = bound(self.cell, params)
+        for k in range(1, limit + 1):
+            new = self._T(cell, x, state)
+            before = [np.zeros_like(n.data) for n in new] if state is None else [s.data for s in state]
+            residual = _norm([n.data - b for n, b in zip(new, before)]) / max(1.0, _norm(before))
+            state = new
+            if steps is None and residual <= opt.tol:
+                return state, k, residual
         if steps is None:
             self.fail(f"the forward iteration did not converge in {limit} iterations "
                       f"(relative residual {residual:.3g} > tol {opt.tol:g}); try damping < 1 "
@@ -274,7 +261,7 @@ class fixed_point:
             options = _Options(tol=1e-13, max_iter=500, damping=1.0, grad=grad, grad_tol=1e-12,
                                grad_max_iter=500, neumann_terms=1, unroll=None, on_fail="raise")
             params = [p.data * (0.5 if name == "weight_hh" else 1.0) for name, p in zip(names, module.parameters())]
-            problem = _Problem(f"fixed_point({cell})", module, [(module, name) for name in names], options, None)
+            problem = _Problem(f"fixed_point({cell})", module, options, None)
             cases.append(((rng.uniform(-2, 2, (2, 2)), *params), {"problem": problem}))
         return cases
 
@@ -469,14 +456,6 @@ class FixedPoint(Module):
         return (f"{self.input_size}, {self.hidden_size}, grad={o.grad!r}, tol={o.tol:g}, "
                 f"max_iter={o.max_iter}, damping={o.damping:g}")
 
-    def _slots(self):
-        owners = dict(self.cell.named_modules())
-        slots = []
-        for name in self._names:
-            owner, _, attr = name.rpartition(".")
-            slots.append((owners[owner], attr))
-        return slots
-
     def _effective_params(self):
         """The cell's parameters, with ``weight_hh`` rescaled on the tape when contractive."""
         params = [p for _, p in self.cell.named_parameters()]
@@ -498,14 +477,14 @@ class FixedPoint(Module):
             raise ValueError(f"{who}: input has shape {tuple(x.shape)}, expected (B, {self.input_size}) "
                              "(a constant input per example)")
         if h0 is not None:
-            h0 = tuple(s if isinstance(s, Tensor) else Tensor(s) for s in _tuple(h0))
+            h0 = tuple(s if isinstance(s, Tensor) else Tensor(s) for s in flatten(h0))
             for s in h0:
                 if tuple(s.shape) != (x.shape[0], self.hidden_size):
                     raise ValueError(f"{who}: h0 has shape {tuple(s.shape)}, expected "
                                      f"({x.shape[0]}, {self.hidden_size})")
             h0 = tuple(s.detach() for s in h0)
         params = self._effective_params()
-        problem = _Problem(who, self.cell, self._slots(), self.options, h0)
+        problem = _Problem(who, self.cell, self.options, h0)
         opt = self.options
         record = is_grad_enabled() and (any(p.requires_grad for p in params)
                                         or (isinstance(x, Tensor) and x.requires_grad))

@@ -1,10 +1,11 @@
 """Fused recurrent primitives: what every cell's fast path shares, and the factory that makes them.
 
-A cell module writes one ``forward`` over a whole (T, B, I) sequence and one ``backward``;
-``fused_kernels`` turns the pair into two registered primitives, a step and a sequence, each one
-tape entry, checked (shapes, dtypes) here once for every cell.  The reference steps built from
-small ops live in the cell modules too; the op tests gradient-check these primitives on the
-examples made here, and the cell tests compare them with the references.
+A cell module writes one ``forward`` over a whole (T, B, I) sequence and one ``backward`` and
+gives them to its record (``bptt.nn.registry.CellType``), which makes them with ``fused_kernels``
+into two primitives, a step and a sequence, each one tape entry, checked (shapes, dtypes) here
+once for every cell.  The reference steps built from small ops live in the cell modules too;
+the op tests gradient-check these primitives on the examples made here, and the cell tests
+compare them with the references.
 
 What makes the kernels fast (see ``bptt.nn.cells.lstm`` for the full set):
 
@@ -47,15 +48,16 @@ import contextlib
 import math
 import sys
 import threading
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from bptt.nn.registry import FusedKernels
-from bptt.ops import OpError, custom, primitive
+from bptt.ops import OpError, Primitive, custom, stack
 
-__all__ = ["fused_kernels", "project", "recurrent_matrix", "gate_major", "in_step_order", "weight_grads",
-           "elman_forward", "elman_backward", "block_steps", "scratch", "pooled", "release_scratch", "fixed_weights",
-           "SCRATCH_LIMIT"]
+__all__ = ["FusedKernels", "fused_kernels", "project", "recurrent_matrix", "gate_major", "in_step_order",
+           "weight_grads", "elman_forward", "elman_backward", "block_steps", "scratch", "pooled",
+           "release_scratch", "fixed_weights", "SCRATCH_LIMIT"]
 
 
 # -- shared numerics ----------------------------------------------------------------------------
@@ -383,6 +385,19 @@ def elman_backward(ys, h0, gy, gh, reverse, nonlinearity, back):
 
 # -- the factory --------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class FusedKernels:
+    """A cell's fused primitives: one step, and a whole sequence (one tape entry each).
+
+    ``step(x, *state, *weights, **options)`` returns the new state (one array, or a tuple for a
+    state of several components); ``sequence(x, *state, *weights, reverse=False, **options)``
+    returns ``(y, *final_state)``.  ``fused_kernels`` makes both from one forward and one backward.
+    """
+
+    step: Primitive
+    sequence: Primitive
+
+
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
@@ -425,13 +440,17 @@ def _examples(n_state, shapes, step, option_sets, T=3, B=2, I=3, H=4):
     return custom(*cases)
 
 
-def fused_kernels(name, forward, backward, shapes, reference, state=("h",), examples=({},)):
+def fused_kernels(name: str, forward: Callable, backward: Callable, shapes: Callable, reference: Callable,
+                  state: tuple = ("h",), examples: tuple = ({},)) -> FusedKernels:
     """Make a cell's step and sequence primitives from one forward and one backward.
+
+    Called by the cell's record (``bptt.nn.registry.CellType``) with its own fields, so that a
+    cell gives each fact once; ``registry.register`` enters the primitives into the op registry.
 
     Parameters
     ----------
     name : str
-        The cell's name; the primitives are registered as ``{name}_step`` and ``{name}_sequence``.
+        The cell's name; the primitives are named ``{name}_step`` and ``{name}_sequence``.
     forward : callable
         ``forward(x, state, weights, reverse, **options) -> (y, final_state, res)``: x (T, B, I),
         ``state`` a tuple of (B, H) arrays, ``weights`` ``(weight_ih, weight_hh, bias_ih,
@@ -454,7 +473,7 @@ def fused_kernels(name, forward, backward, shapes, reference, state=("h",), exam
 
     Returns
     -------
-    bptt.nn.registry.FusedKernels
+    FusedKernels
     """
     n = len(state)
 
@@ -481,13 +500,11 @@ def fused_kernels(name, forward, backward, shapes, reference, state=("h",), exam
 
         @staticmethod
         def reference(x, *args, reverse=False, **options):
-            from bptt import ops
-
             s, ys = tuple(args[:n]), [None] * len(x)
             for t in (range(len(x) - 1, -1, -1) if reverse else range(len(x))):
                 s = tuple(reference(x[t], s, args[n:], **options))
                 ys[t] = s[0]
-            return (ops.stack(*ys, axis=0), *s)
+            return (stack(*ys, axis=0), *s)
 
     class step:
         multiple_outputs = n > 1
@@ -515,4 +532,4 @@ def fused_kernels(name, forward, backward, shapes, reference, state=("h",), exam
     for spec, kind in ((sequence, "sequence"), (step, "step")):
         spec.__name__ = spec.__qualname__ = f"{name}_{kind}"
         spec.examples = _examples(n, shapes, kind == "step", examples)
-    return FusedKernels(step=primitive(step), sequence=primitive(sequence))
+    return FusedKernels(step=Primitive(step), sequence=Primitive(sequence))

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
 from bptt.nn.layers import Embedding
 from bptt.nn.recurrent import SequenceModel
+from bptt.tape import Tensor
+
+if TYPE_CHECKING:
+    from bptt.nn.recompute import Policy
+    from bptt.nn.registry import CellType
 
 __all__ = ["LanguageModel"]
 
@@ -40,21 +50,24 @@ class LanguageModel(SequenceModel):
     -> (logits (B, V), state)``.
     """
 
-    def __init__(self, cell, vocab_size, embedding_dim, hidden_size, num_layers=1, dropout=0.0,
-                 init="default", dtype=None, fused=True, rng=None, **options):
+    def __init__(self, cell: str | CellType, vocab_size: int, embedding_dim: int, hidden_size: int,
+                 num_layers: int = 1, dropout: float = 0.0, init: str = "default", dtype: DTypeLike | None = None,
+                 fused: bool = True, rng: np.random.Generator | None = None, **options: Any) -> None:
         super().__init__(cell, embedding_dim, hidden_size, vocab_size, num_layers=num_layers,
                          dropout=dropout, init=init, dtype=dtype, fused=fused, rng=rng, **options)
         self.embedding = Embedding(vocab_size, embedding_dim, dtype=dtype, rng=rng)
         self.vocab_size, self.embedding_dim = vocab_size, embedding_dim
 
-    def forward(self, x, state=None, checkpoint=None):
+    def forward(self, x: Tensor | ArrayLike, state: Tensor | tuple[Tensor, ...] | None = None,
+                checkpoint: str | int | Policy | None = None) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
         """Run over a (T, B) sequence of tokens: ``(logits (T, B, V), final state)``;
         ``checkpoint`` as for ``Recurrent``."""
         return super().forward(self.embedding(x), state, checkpoint=checkpoint)
 
-    def step(self, x, state=None, return_layers=False):
+    def step(self, x: Tensor | ArrayLike, state: Tensor | tuple[Tensor, ...] | None = None,
+             return_layers: bool = False) -> tuple[Any, ...]:
         """One timestep of tokens ``x (B,)``: ``(logits (B, V), new state)`` (see ``SequenceModel.step``)."""
         return super().step(self.embedding(x), state, return_layers=return_layers)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.cell!r}, vocab_size={self.vocab_size}"

@@ -10,11 +10,14 @@ a silent (B, B) loss).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
 import numpy as np
 
 from bptt import ops
 from bptt.nn.module import Module
-from bptt.tape import Tensor
+from bptt.tape import Tensor, TensorLike
 
 __all__ = ["mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy_with_logits", "cross_entropy",
            "MSELoss", "L1Loss", "HuberLoss", "BCEWithLogitsLoss", "CrossEntropyLoss"]
@@ -22,12 +25,12 @@ __all__ = ["mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy_with_logit
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_reduction(who, reduction):
+def _check_reduction(who: str, reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{who}: reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
 
 
-def _reduce(loss, reduction):
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return ops.mean(loss)
     if reduction == "sum":
@@ -35,7 +38,7 @@ def _reduce(loss, reduction):
     return loss
 
 
-def _as_float(who, x, role):
+def _as_float(who: str, x: TensorLike, role: str) -> Tensor | np.ndarray:
     if not isinstance(x, (Tensor, np.ndarray)):
         x = Tensor(x).data   # Python numbers and lists take the default dtype, as in Tensor(...)
     if x.dtype.kind != "f":
@@ -44,7 +47,8 @@ def _as_float(who, x, role):
     return x
 
 
-def _pair(who, pred, target, reduction):
+def _pair(who: str, pred: TensorLike, target: TensorLike, reduction: str
+          ) -> tuple[Tensor | np.ndarray, Tensor | np.ndarray]:
     """Validate a (prediction, target) pair of the same shape; returns them, target in pred's dtype."""
     _check_reduction(who, reduction)
     pred = _as_float(who, pred, "input")
@@ -58,7 +62,7 @@ def _pair(who, pred, target, reduction):
     return pred, target
 
 
-def mse_loss(input, target, reduction="mean"):
+def mse_loss(input: TensorLike, target: TensorLike, reduction: str = "mean") -> Tensor:
     """Squared error ``(input - target)^2``.
 
     Parameters
@@ -83,10 +87,10 @@ def mse_loss(input, target, reduction="mean"):
         d = input - target
         return d * d
     total = ops.squared_distance(input, target)
-    return total if reduction == "sum" else total / np.size(input)
+    return total if reduction == "sum" else total / np.size(input)  # type: ignore[arg-type]  # a Tensor's .size
 
 
-def l1_loss(input, target, reduction="mean"):
+def l1_loss(input: TensorLike, target: TensorLike, reduction: str = "mean") -> Tensor:
     """Absolute error ``|input - target|`` (gradient 0 where they are equal, as PyTorch's).
 
     Parameters and shapes as ``mse_loss``.
@@ -95,7 +99,7 @@ def l1_loss(input, target, reduction="mean"):
     return _reduce(ops.absolute(input - target), reduction)
 
 
-def huber_loss(input, target, reduction="mean", delta=1.0):
+def huber_loss(input: TensorLike, target: TensorLike, reduction: str = "mean", delta: float = 1.0) -> Tensor:
     """Huber loss: ``0.5 d^2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``, d = input - target.
 
     Quadratic near zero, linear (gradient of size ``delta``) in the tails, so outliers pull
@@ -111,7 +115,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
     return _reduce(0.5 * q * q + delta * (a - q), reduction)
 
 
-def binary_cross_entropy_with_logits(input, target, reduction="mean"):
+def binary_cross_entropy_with_logits(input: TensorLike, target: TensorLike, reduction: str = "mean") -> Tensor:
     """Binary cross-entropy of ``sigmoid(input)`` against probabilities ``target`` in [0, 1].
 
     Computed as ``softplus(x) - x * y``, which equals ``-[y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))]``
@@ -137,7 +141,7 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean"):
     return _reduce(ops.softplus(input) - input * target, reduction)
 
 
-def cross_entropy(input, target, reduction="mean"):
+def cross_entropy(input: TensorLike, target: TensorLike, reduction: str = "mean") -> Tensor:
     """Cross-entropy of ``softmax(input)`` along the last axis against integer class indices.
 
     ``-log_softmax(input)[..., target]``, through the stable ``log_softmax`` primitive, so logits
@@ -169,7 +173,7 @@ def cross_entropy(input, target, reduction="mean"):
     if target.dtype.kind not in "iu":
         raise TypeError(f"{who}: target has dtype {target.dtype}; need integer class indices "
                         f"(for probabilities use binary_cross_entropy_with_logits)")
-    if np.ndim(input) == 0 or np.shape(input)[:-1] != target.shape:
+    if np.ndim(input) == 0 or np.shape(input)[:-1] != target.shape:  # type: ignore[arg-type]  # a Tensor's .ndim
         raise ValueError(f"{who}: input of shape {np.shape(input)} needs a target of shape "
                          f"{np.shape(input)[:-1]} (the input without its class axis), got {target.shape}")
     n_classes = np.shape(input)[-1]
@@ -186,17 +190,20 @@ def cross_entropy(input, target, reduction="mean"):
 class _Loss(Module):
     """A loss function as a module: ``Loss(reduction=...)(input, target)``."""
 
-    fn = None
+    if TYPE_CHECKING:
+        fn: ClassVar[Callable[..., Tensor]]     # the loss function; each subclass sets it
+    else:
+        fn = None
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         _check_reduction(type(self).__name__, reduction)
         self.reduction = reduction
 
-    def forward(self, input, target):
+    def forward(self, input: TensorLike, target: TensorLike) -> Tensor:
         return type(self).fn(input, target, reduction=self.reduction)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
 
 
@@ -223,14 +230,14 @@ class CrossEntropyLoss(_Loss):
 class HuberLoss(_Loss):
     """Module form of ``huber_loss``."""
 
-    def __init__(self, reduction="mean", delta=1.0):
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
         super().__init__(reduction)
         if not delta > 0:
             raise ValueError(f"HuberLoss: delta must be positive, got {delta!r}")
         self.delta = float(delta)
 
-    def forward(self, input, target):
+    def forward(self, input: TensorLike, target: TensorLike) -> Tensor:
         return huber_loss(input, target, reduction=self.reduction, delta=self.delta)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, delta={self.delta}"

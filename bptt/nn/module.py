@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from bptt.io import load_npz, save_npz
-from bptt.tape import Tensor
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+from bptt.io import StrPath, load_npz, save_npz
+from bptt.tape import Tensor, TensorLike
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["Parameter", "Module"]
 
@@ -22,10 +29,10 @@ class Parameter(Tensor):
 
     __slots__ = ()
 
-    def __init__(self, data, requires_grad=True):
+    def __init__(self, data: TensorLike, requires_grad: bool = True) -> None:
         super().__init__(data.data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Parameter" + super().__repr__()[len("Tensor"):]
 
 
@@ -37,12 +44,16 @@ class Module:
     registration order, as PyTorch does.  Subclasses define ``forward``; calling the module runs it.
     """
 
-    def __init__(self):
+    _parameters: dict[str, Parameter]
+    _modules: dict[str, Module]
+    training: bool
+
+    def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         self._parameters.pop(name, None)
@@ -53,32 +64,32 @@ class Module:
             self._modules[name] = value
         object.__setattr__(self, name, value)
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         object.__delattr__(self, name)
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
     # -- traversal ----------------------------------------------------------------------------
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """Yield ``(dotted name, module)`` for this module and every submodule, depth first."""
         yield prefix, self
         for name, m in self._modules.items():
             yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         return (m for _, m in self.named_modules())
 
     @property
-    def draws_random(self):
+    def draws_random(self) -> bool:
         """Whether a forward in the current mode draws random numbers (active dropout, say).
 
         A replay of such a forward would not reproduce it; ``bptt.TBPTT`` reads this.  A module
@@ -86,7 +97,7 @@ class Module:
         """
         return any(m.draws_random for m in self.children())
 
-    def named_parameters(self):
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """Yield ``(dotted name, Parameter)`` in registration order, each parameter once."""
         seen = set()
         for prefix, m in self.named_modules():
@@ -95,29 +106,29 @@ class Module:
                     seen.add(id(p))
                     yield (f"{prefix}.{name}" if prefix else name), p
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         """The parameters, as a list, in the order of ``named_parameters``."""
         return [p for _, p in self.named_parameters()]
 
-    def num_parameters(self):
+    def num_parameters(self) -> int:
         return int(sum(p.size for p in self.parameters()))
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Forget accumulated gradients (set every ``.grad`` to None)."""
         for p in self.parameters():
             p.grad = None
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Self:
         """Set training mode (dropout on) here and in every submodule; returns self."""
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self
 
-    def eval(self):
+    def eval(self) -> Self:
         """Set evaluation mode (dropout off); returns self."""
         return self.train(False)
 
-    def to(self, dtype):
+    def to(self, dtype: DTypeLike) -> Self:
         """Cast every parameter to ``dtype`` (e.g. ``np.float64`` for gradient checks); returns self."""
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
@@ -128,11 +139,11 @@ class Module:
         return self
 
     # -- state --------------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """``{dotted name: np.ndarray}`` (copies) of every parameter."""
         return {name: p.data.copy() for name, p in self.named_parameters()}
 
-    def load_state_dict(self, state, strict=True):
+    def load_state_dict(self, state: Mapping[str, ArrayLike], strict: bool = True) -> Self:
         """Copy arrays into the parameters of the same names, keeping each parameter's dtype.
 
         Parameters
@@ -169,19 +180,19 @@ class Module:
                 p.data = value.astype(p.dtype, copy=True)
         return self
 
-    def save(self, path):
+    def save(self, path: StrPath) -> None:
         """Write ``state_dict()`` to ``path`` as ``.npz``, atomically."""
         save_npz(path, self.state_dict())
 
-    def load(self, path, strict=True):
+    def load(self, path: StrPath, strict: bool = True) -> Self:
         """Load parameters saved by ``save`` (never unpickles); returns self."""
         return self.load_state_dict(load_npz(path), strict=strict)
 
     # -- display ------------------------------------------------------------------------------
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         head = f"{type(self).__name__}({self.extra_repr()}"
         if not self._modules:
             return head + ")"

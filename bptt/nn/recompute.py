@@ -21,6 +21,12 @@ Policies (``checkpoint=`` of ``Recurrent``, ``SequenceModel``, ``TBPTT``):
 * a memory budget, ``"500MB"`` or ``memory_budget(n)`` for n slots: the plan of fewest
   recomputed steps that fits, from the dynamic program of Gruslys et al. 2016 (see ``plan_cost``).
 
+Recomputing a segment is one mechanism, ``Segment``, which ``bptt.TBPTT`` (its pieces) and
+``bptt.diagnostics.hidden_grad_norms`` (its checkpointed segments) use too: record from new leaves
+of the stored state, backpropagate the segment's own loss and the cotangent of the state it
+leaves, hand the leaves' gradients to the segment before.  A segment recomputed as it ran uses
+the weights it ran with as arguments (``bound``), never by changing the parameters.
+
 On the reference path the outputs, states and gradients equal the unchecked path's bit for bit:
 the same steps run, and their cotangents are added in the unchecked tape's order
 (``_Run.backprop``).  The fused kernels run a segment at a time, with the same formulas, but
@@ -33,25 +39,29 @@ Shapes: x (T, B, I), state (B, H) each, y (T, B, H).
 
 from __future__ import annotations
 
+import copy
 import functools
 import gc
 import math
 import re
 import tracemalloc
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from bptt import ops
 from bptt.nn.kernels import fixed_weights
+from bptt.nn.module import Module
+from bptt.nn.state import State, flatten, unflatten
+from bptt.nn.state import leaves as leaf_copies
 from bptt.tape import Tensor, enable_grad, no_grad
 
 __all__ = ["Policy", "memory_budget", "resolve", "plan", "Plan", "plan_cost", "segment_starts",
-           "checkpointed_layer", "Footprint", "footprint", "BudgetError"]
+           "checkpointed_layer", "Footprint", "footprint", "BudgetError", "Segment", "bound"]
 
 #: Above this many steps the dynamic program runs on blocks of ceil(T / _DP_STEPS) steps.
 _DP_STEPS = 1024
-
 
 
 class BudgetError(ops.OpError):
@@ -430,6 +440,147 @@ def footprint(cell, fused, x, state, weights, options, reverse=False, need_x=Tru
     return fp
 
 
+# -- segments -----------------------------------------------------------------------------------
+
+class Segment:
+    """Steps recorded from a stored state, backpropagated to hand that state its cotangent.
+
+    A segment of a recurrence is recorded from ``entering``, the stored state's arrays as new
+    leaves (so the tape ends there), by whatever runs the steps (a cell's step, a model's step
+    or sequence path).  ``backprop`` then backpropagates the segment's own loss and the
+    cotangent of the state it leaves, and returns the leaves' gradients: the cotangent of the
+    stored state, which the segment before takes as its own.  Backpropagating segments newest
+    first this way is one backward pass through them all, held one segment at a time.
+
+    Parameters
+    ----------
+    state : Tensor, array or tuple of them
+        The stored state (its arrays are shared, not copied).
+    cut : bool
+        Record from new leaves (True), or from ``state`` itself (False: the first segment of a
+        pass, whose state may lead further back on the caller's tape; nothing is handed back).
+
+    Attributes
+    ----------
+    entering : Tensor or tuple of Tensor
+        What to record the segment from, in the structure of ``state``.
+
+    Shapes
+    ------
+    state: components S_1, ..., S_n (e.g. (L, B, H) each); the cotangents have the same.
+    """
+
+    __slots__ = ("leaves", "entering")
+
+    def __init__(self, state: State, cut: bool = True):
+        self.leaves = leaf_copies(state) if cut else None
+        self.entering = unflatten(state, self.leaves) if cut else state
+
+    def backprop(self, out: State, cotangent: Sequence | None = None, loss: Tensor | None = None,
+                 start: Sequence | None = None, retain_graph: bool = False) -> tuple | None:
+        """Backpropagate ``loss + sum_i <out_i, cotangent_i>`` and return the stored state's cotangent.
+
+        Parameters
+        ----------
+        out : Tensor or tuple of Tensor
+            The state the recorded segment leaves.
+        cotangent : sequence of (array or None), optional
+            dL/d``out`` by component (None for a zero one), from the segment after; None when
+            no later segment reaches this one.
+        loss : Tensor, optional
+            A scalar: the segment's own losses, weighted.
+        start : sequence of (array or None), optional
+            What the stored state's cotangent starts from, by component: the backward adds to
+            it in tape order, so a sum that a split would otherwise reorder adds up as in one
+            unsplit backward.
+        retain_graph : bool
+            Keep the segment's entries for another backward (its cotangent then starts from
+            zero again).
+
+        Returns
+        -------
+        tuple of (array or None), or None
+            dL/d(stored state) by component, None where nothing reached it; None when nothing
+            was backpropagated (no loss and no cotangent that needs a gradient), or for a
+            segment recorded with ``cut=False``.
+
+        Shapes
+        ------
+        out, cotangent, start and the result: components S_1, ..., S_n.
+        """
+        with enable_grad():      # the cotangent's terms join the recording even under no_grad
+            root = loss
+            for o, g in zip(flatten(out), cotangent or ()):
+                if g is not None:
+                    term = ops.reduce_sum(o * g)
+                    root = term if root is None else root + term
+        if root is None or not root.requires_grad:
+            return None
+        for leaf, g in zip(self.leaves or (), start or ()):
+            leaf.grad = g
+        root.backward(retain_graph=retain_graph)
+        if self.leaves is None:
+            return None
+        grads = tuple(leaf.grad for leaf in self.leaves)
+        for leaf in self.leaves:
+            leaf.grad = None
+        return grads
+
+
+def bound(module: Module, weights: Sequence) -> Module:
+    """``module`` computing with ``weights`` in place of its parameters, itself unchanged.
+
+    A functional call: the result is a shallow copy of the module tree whose parameter
+    attributes are ``weights``, so calling it records the weights given (leaves of a ``vjp``
+    recording, the arrays a segment ran with, rescaled tensors), and their gradients go to
+    them, not to the parameters.  Nothing is written to ``module`` or its parameters.
+
+    Parameters
+    ----------
+    module : Module
+    weights : sequence of Tensor or array
+        One per parameter, in ``module.parameters()`` order; an array is wrapped in a Tensor
+        (a constant).
+
+    Returns
+    -------
+    Module
+        To call, not to train: it shares everything but the parameters and submodules.
+
+    Raises
+    ------
+    TypeError
+        When ``module`` is not a Module.
+    ValueError
+        When ``weights`` has not one entry per parameter.
+
+    Shapes
+    ------
+    weights[i] as parameter i.
+    """
+    if not isinstance(module, Module):
+        raise TypeError(f"bound: need a Module to bind weights to, got {type(module).__name__}")
+    params = module.parameters()
+    if len(weights) != len(params):
+        raise ValueError(f"bound: {type(module).__name__} has {len(params)} parameters, "
+                         f"got {len(weights)} weights")
+    values = {id(p): w if isinstance(w, Tensor) else Tensor(w) for p, w in zip(params, weights)}
+    copies = {}
+
+    def rebind(m):
+        if id(m) not in copies:     # a submodule shared by two parents stays shared
+            c = copies[id(m)] = copy.copy(m)
+            object.__setattr__(c, "_parameters", {})
+            object.__setattr__(c, "_modules", {name: rebind(sub) for name, sub in m._modules.items()})
+            for name, p in m._parameters.items():
+                object.__setattr__(c, name, values[id(p)])
+            for name, sub in c._modules.items():
+                object.__setattr__(c, name, sub)
+        return copies[id(m)]
+
+    return rebind(module)
+
+
 # -- the primitive ------------------------------------------------------------------------------
 
 class _Run:
@@ -486,21 +637,18 @@ class _Run:
         if b < self.T:
             gy_seg = gy_seg.copy()
             gy_seg[0 if self.reverse else -1] = 0
+        segment = Segment(state)
         with enable_grad():
             xs = Tensor(self.x[sl], requires_grad=need_x)
-            s = tuple(Tensor(v, requires_grad=True) for v in state)
-            entering = s
-            if a > 0:
-                s[0].grad = np.array(gy[self.span(a - 1, a)][0], dtype=state[0].dtype)
+            s = segment.entering
             ys = [None] * len(xs)
             for j in (range(len(xs) - 1, -1, -1) if self.reverse else range(len(xs))):
                 s = self.cell.step(False, xs[j], s, leaves, self.options)
                 ys[j] = s[0]
-            root = ops.reduce_sum(ops.stack(*ys, axis=0) * gy_seg)
-            for si, gi in zip(s, g):
-                root = root + ops.reduce_sum(si * gi)
-        root.backward()
-        ds = tuple(np.zeros_like(v) if t.grad is None else t.grad for v, t in zip(state, entering))
+            loss = ops.reduce_sum(ops.stack(*ys, axis=0) * gy_seg)
+        start = None if a == 0 else (np.array(gy[self.span(a - 1, a)][0], dtype=state[0].dtype),)
+        ds = segment.backprop(s, g, loss=loss, start=start)
+        ds = tuple(np.zeros_like(v) if d is None else d for v, d in zip(state, ds))
         return (xs.grad if need_x else None), ds, None
 
 

@@ -27,6 +27,7 @@ from bptt.errors import integer
 from bptt.nn import registry as registry
 from bptt.nn.layers import Dropout, Linear, check_float
 from bptt.nn.module import Module
+from bptt.nn.state import public
 from bptt.tape import Tensor, get_default_dtype
 
 __all__ = ["Cell", "Recurrent", "SequenceModel"]
@@ -80,11 +81,6 @@ def _state(cell, who, hx, shape, dtype, suffix=""):
     for name, s in zip(names, state):
         _check_state(who, name, s, shape)
     return tuple(_input(s, dtype, who) for s in state)
-
-
-def _public(cell, state):
-    """A state tuple as users see it: the tensor itself for a one-component state."""
-    return tuple(state) if len(cell.state) > 1 else state[0]
 
 
 class _CellModule(Module):
@@ -169,7 +165,7 @@ class Cell(_CellModule):
             raise ValueError(f"{who}: input has shape {tuple(np.shape(x))}, expected (B, {self.input_size})")
         state = _state(self.cell_type, who, hx, (np.shape(x)[0], self.hidden_size), dtype)
         out = self.cell_type.step(self.fused, x, state, self._weights(), self._step_options)
-        return _public(self.cell_type, out)
+        return public(out)
 
     def extra_repr(self):
         head = "" if type(self) is not Cell else f"{self.cell!r}, "
@@ -288,7 +284,7 @@ class Recurrent(_CellModule):
         if self.batch_first:
             x = ops.transpose(x, axes=(1, 0, 2))
         h_n = tuple(ops.stack(*parts, axis=0) for parts in zip(*finals))
-        return x, _public(self.cell_type, h_n)
+        return x, public(h_n)
 
     def extra_repr(self):
         parts = [f"{self.input_size}, {self.hidden_size}"]
@@ -374,8 +370,7 @@ class SequenceModel(Module):
     def initial_state(self, batch_size):
         """Zeros, as ``state=None`` means: (L, B, H), or a tuple of them for a multi-part state."""
         shape = (self.num_layers, batch_size, self.hidden_size)
-        return _public(self.cell_type, tuple(Tensor(np.zeros(shape, self.dtype))
-                                             for _ in self.cell_type.state))
+        return public(tuple(Tensor(np.zeros(shape, self.dtype)) for _ in self.cell_type.state))
 
     def forward(self, x, state=None, checkpoint=None):
         """Run over a (T, B, I) sequence: ``(y (T, B, O), final state)``; ``checkpoint`` as for
@@ -402,7 +397,7 @@ class SequenceModel(Module):
                 x = new[-1][0] if rnn.drop is None else rnn.drop(new[-1][0])
             new.append(self.cell_type.step(rnn.fused, x, tuple(s[layer] for s in state),
                                            rnn._weights(f"_l{layer}"), rnn._step_options))
-        out = _public(self.cell_type, tuple(ops.stack(*parts, axis=0) for parts in zip(*new)))
+        out = public(tuple(ops.stack(*parts, axis=0) for parts in zip(*new)))
         y = self.head(new[-1][0])
         return (y, out, tuple(s[0] for s in new)) if return_layers else (y, out)
 

@@ -7,15 +7,24 @@ fused kernels and initialisers.  A cell module declares one ``CellType`` and pas
 the diagnostics, the command line and the tests read the registry, so a new cell is one new
 module and nothing outside it names the cell::
 
-    register(CellType(
+    CELL = register(CellType(
         name="mycell",
         gates=("a", "b"),                          # row blocks of weight_ih / weight_hh
         state=("h",),                              # or ("h", "c"): the state's components
-        equations="h' = ...",
+        equations=("a = ...", "h' = ..."),         # one string per equation
         reference=my_step,                         # (x, state, weights, **options) -> state
         options={"nonlinearity": Option("tanh", choices=("tanh", "relu"))},
-        fused=fused_kernels("mycell", my_forward, my_backward, ...),   # optional
+        forward=my_forward, backward=my_backward,  # optional: the fused kernels
     ))
+
+    @CELL.document                                 # the equations, rendered into the docstring
+    class MyCell(Cell):
+        ...
+
+Each fact is given once, in the record: the fused primitives (``kernels.fused_kernels``) take
+the cell's name, state, parameter shapes and reference step from it, ``describe`` and
+``document`` render its equations.  The package's cells register when ``bptt.nn`` imports
+``bptt.nn.cells``, before any lookup here can run.
 
 Every cell has the parameters ``weight_ih``, ``weight_hh`` and (with ``bias=True``) ``bias_ih``,
 ``bias_hh``, in that order: PyTorch's names.  Their shapes are ``(G*H, I)``, ``(G*H, H)`` and
@@ -28,25 +37,29 @@ Shapes: x (B, I) for a step, (T, B, I) for a sequence; G gates, H hidden units.
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 from bptt import ops
 from bptt.nn import init as initializers
+from bptt.nn.kernels import FusedKernels, fused_kernels
 from bptt.nn.module import Parameter
 from bptt.tape import Tensor
 
-__all__ = ["Option", "CellType", "FusedKernels", "register", "unregister", "get", "names", "registered",
-           "standard_init", "affine", "padded", "gate_shapes", "INITS"]
+__all__ = ["Option", "CellType", "register", "unregister", "get", "names", "registered",
+           "standard_init", "affine", "padded", "gate_shapes", "INITS", "RECURRENCES"]
 
 #: Initialisation schemes of square recurrent blocks, in the order they are documented.
 INITS = ("default", "orthogonal", "identity")
+#: What a cell may promise about how its step depends on the state (``CellType.recurrence``).
+RECURRENCES = ("general", "elman", "diagonal")
 
 _REGISTRY: dict[str, "CellType"] = {}
+_Documented = TypeVar("_Documented")
 #: Module arguments that a cell option may not shadow.
 _RESERVED = {"input_size", "hidden_size", "bias", "init", "fused", "dtype", "rng", "num_layers",
              "batch_first", "dropout", "bidirectional", "output_size", "cell", "reverse"}
@@ -121,20 +134,6 @@ class Option:
         return value
 
 
-@dataclass(frozen=True)
-class FusedKernels:
-    """A cell's fused primitives: one step, and a whole sequence (one tape entry each).
-
-    ``step(x, *state, *weights, **options)`` returns the new state (one array, or a tuple for a
-    state of several components); ``sequence(x, *state, *weights, reverse=False, **options)``
-    returns ``(y, *final_state)``.  ``bptt.nn.kernels.fused_kernels`` makes both from one
-    forward and one backward.
-    """
-
-    step: Any
-    sequence: Any
-
-
 def standard_init(cell, params, hidden_size, init, rng, **options):
     """PyTorch's initialisation, then ``init``'s scheme for each square block of ``weight_hh``.
 
@@ -172,8 +171,9 @@ class CellType:
     gates : tuple of str
         Gate names in the order of the row blocks of ``weight_ih`` and ``weight_hh``
         (PyTorch's order for its cells: LSTM i, f, g, o; GRU r, z, n).
-    equations : str
-        The step's equations, as the docstrings and ``describe`` show them.
+    equations : tuple of str
+        The step's equations, one string each (a single string is one equation), in PyTorch's
+        notation; ``describe`` and ``document`` render them, nothing else writes them.
     reference : callable
         ``reference(x, state, weights, **options) -> state``: one step from small primitives,
         the specification the fused kernels are tested against.  ``state`` and the result are
@@ -190,23 +190,71 @@ class CellType:
     shapes : callable, optional
         ``shapes(input_size, hidden_size) -> {name: shape}`` for the four parameters; G gate
         blocks per weight when None.
-    fused : FusedKernels, optional
-        Without it the modules run the reference step (``fused=True`` is then the same path).
+    forward, backward : callable, optional
+        The fused kernels' pair, over a whole sequence (their contracts:
+        ``bptt.nn.kernels.fused_kernels``); both or neither.  Without them the modules run the
+        reference step (``fused=True`` is then the same path).
+    kernel_examples : tuple of dict
+        Option sets the op tests gradient-check the fused primitives with.
+    recurrence : {'general', 'elman', 'diagonal'}
+        What the step promises about how h' depends on h, for the methods that exploit it:
+        'elman' (``elman_form``: the Elman RNN's step), 'diagonal' (``diagonal_jacobian``: each
+        unit sees its own past only), or 'general', nothing (the default: LSTM, GRU).
     summary : str
         One line for listings (``bptt cells``).
+    fused : FusedKernels or None
+        Made from ``forward`` and ``backward`` with the record (not an argument); ``register``
+        enters its primitives into the op registry, ``unregister`` removes them.
     """
 
     name: str
     gates: tuple
-    equations: str
+    equations: tuple
     reference: Callable
     state: tuple = ("h",)
     options: dict = field(default_factory=dict)
     inits: tuple = INITS
     initialize: Callable = standard_init
     shapes: Callable | None = None
-    fused: FusedKernels | None = None
+    forward: Callable | None = None
+    backward: Callable | None = None
+    kernel_examples: tuple = ({},)
+    recurrence: str = "general"
     summary: str = ""
+    fused: FusedKernels | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        # frozen: the derived fields are set once, here
+        equations = (self.equations,) if isinstance(self.equations, str) else tuple(self.equations)
+        object.__setattr__(self, "equations", equations)
+        if (self.forward is None) != (self.backward is None):
+            raise ValueError(f"CellType {self.name!r}: fused kernels need both forward and backward")
+        if self.forward is not None:
+            object.__setattr__(self, "fused", fused_kernels(
+                self.name, self.forward, self.backward, self.parameter_shapes, self.reference,
+                state=self.state, examples=self.kernel_examples))
+
+    # -- what the credit-assignment methods ask of a cell ---------------------------------------
+    @property
+    def elman_form(self) -> bool:
+        """Whether the step is ``h' = act(W_ih x + b_ih + W_hh h + b_hh)`` (``recurrence='elman'``).
+
+        One state tensor, act elementwise, ``W_hh`` (H, H): the parameters reach h' through one
+        pre-activation, affine in ``[h, x, 1]``, so a step's influence of the parameters on h' is
+        a Kronecker product, ``diag(act') ⊗ [h, x, 1]``, on which KF-RTRL (Mujika et al. 2018)
+        builds its approximation.  True for ``rnn``.
+        """
+        return self.recurrence == "elman"
+
+    @property
+    def diagonal_jacobian(self) -> bool:
+        """Whether the recurrent Jacobian dh'/dh is diagonal at every step (``recurrence='diagonal'``).
+
+        The state is one tensor and each unit sees its own past only, which a diagonal RTRL
+        exploits (exact when, as in IndRNN, each parameter enters one unit's step).  True for
+        ``indrnn``.
+        """
+        return self.recurrence == "diagonal"
 
     # -- what the modules ask of a cell --------------------------------------------------------
     def resolve(self, who, options):
@@ -214,7 +262,7 @@ class CellType:
         unknown = [k for k in options if k not in self.options]
         if unknown:
             key = unknown[0]
-            others = [c.name for c in _all() if key in c.options]
+            others = [c.name for c in _REGISTRY.values() if key in c.options]
             where = (f"applies to {' or '.join(f'cell={n!r}' for n in others)} only, not {self.name!r}"
                      if others else f"is not an option of cell {self.name!r}")
             accepted = ", ".join(self.options) or "none"
@@ -254,16 +302,36 @@ class CellType:
                 sets = [{**s, key: c} for s in sets for c in opt.choices]
         return sets
 
-    def describe(self):
-        """Name, gates, state and equations as a few lines of text."""
+    def describe(self) -> str:
+        """Name, gates, state, options and inits on one line, then the equations, one a line."""
         opts = ", ".join(f"{k}={o.default!r}" for k, o in self.options.items()) or "none"
         summary = f"{self.summary}; " if self.summary else ""
         return (f"{self.name}: {summary}gates {', '.join(self.gates)}; state ({', '.join(self.state)}); "
-                f"options {opts}; init {', '.join(self.inits)}\n    {self.equations}")
+                f"options {opts}; init {', '.join(self.inits)}\n" + self._equation_lines())
+
+    def document(self, obj: _Documented) -> _Documented:
+        """``obj`` with the equations in its docstring, after the first paragraph.
+
+        A decorator for the classes that run the cell (``@CELL.document``), or a call on the cell's
+        module (``CELL.document(sys.modules[__name__])``), so that the docstrings show the
+        record's equations instead of a copy.
+        """
+        summary, _, rest = inspect.cleandoc(obj.__doc__ or "").partition("\n\n")
+        parts = (summary, "Each step computes::", self._equation_lines(), rest)
+        obj.__doc__ = "\n\n".join(p for p in parts if p)
+        return obj
+
+    def _equation_lines(self):
+        return "\n".join("    " + e for e in self.equations)
 
 
-def register(cell):
-    """Add a ``CellType`` to the registry (once per name) and return it."""
+def _primitives(cell):
+    return () if cell.fused is None else (cell.fused.step, cell.fused.sequence)
+
+
+def register(cell: CellType) -> CellType:
+    """Add a ``CellType`` to the registry (once per name), its fused primitives to the op
+    registry (``bptt.ops.registry``, whose tests gradient-check them), and return it."""
     if not isinstance(cell, CellType):
         raise TypeError(f"register: need a CellType, got {type(cell).__name__}")
     if cell.name in _REGISTRY:
@@ -276,37 +344,44 @@ def register(cell):
     bad = [i for i in cell.inits if i not in INITS]
     if bad and cell.initialize is standard_init:
         raise ValueError(f"register: cell {cell.name!r} lists inits {bad} that standard_init does not know")
+    if cell.recurrence not in RECURRENCES:
+        raise ValueError(f"register: cell {cell.name!r}: recurrence must be one of "
+                         f"{', '.join(map(repr, RECURRENCES))}, got {cell.recurrence!r}")
+    if cell.recurrence != "general" and len(cell.state) != 1:
+        raise ValueError(f"register: cell {cell.name!r}: recurrence {cell.recurrence!r} needs a state "
+                         "of one component")
+    if cell.recurrence == "elman" and len(cell.gates) != 1:
+        raise ValueError(f"register: cell {cell.name!r}: recurrence 'elman' needs one gate")
+    taken = [op.name for op in _primitives(cell) if op.name in ops.REGISTRY]
+    if taken:        # checked before anything is entered: a refused cell leaves no trace
+        raise ValueError(f"register: cell {cell.name!r}: primitive {taken[0]} is declared already")
+    ops.REGISTRY.update((op.name, op) for op in _primitives(cell))
     _REGISTRY[cell.name] = cell
     return cell
 
 
-def unregister(name):
-    """Remove a user's cell from the registry (so a test can register one for a while)."""
-    _REGISTRY.pop(name, None)
+def unregister(name: str) -> None:
+    """Undo ``register``: remove the cell and its fused primitives (so a test can register one
+    for a while, and again)."""
+    cell = _REGISTRY.pop(name, None)
+    for op in () if cell is None else _primitives(cell):
+        ops.REGISTRY.pop(op.name, None)
 
 
-def _all():
-    # the package's own cells register when bptt.nn.cells is imported; import it here so the
-    # registry is complete whatever was imported first
-    importlib.import_module("bptt.nn.cells")
+def registered() -> list[CellType]:
+    """Every registered ``CellType``, in registration order."""
     return list(_REGISTRY.values())
 
 
-def registered():
-    """Every registered ``CellType``, in registration order."""
-    return _all()
-
-
-def names():
+def names() -> tuple[str, ...]:
     """The registered cell names, in registration order."""
-    return tuple(c.name for c in _all())
+    return tuple(_REGISTRY)
 
 
-def get(name, who="cell"):
+def get(name: str | CellType, who: str = "cell") -> CellType:
     """The ``CellType`` registered as ``name``; a ValueError that lists the registered ones."""
     if isinstance(name, CellType):
         return name
-    cells = {c.name: c for c in _all()}
-    if name not in cells:
-        raise ValueError(f"{who}: cell must be one of {', '.join(map(repr, cells))}, got {name!r}")
-    return cells[name]
+    if name not in _REGISTRY:
+        raise ValueError(f"{who}: cell must be one of {', '.join(map(repr, _REGISTRY))}, got {name!r}")
+    return _REGISTRY[name]

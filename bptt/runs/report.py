@@ -19,8 +19,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from bptt.runs.config import TrainConfig
+from bptt.runs.rundir import CHECKPOINT, CONFIG, METRICS, RESULT, read_metrics
 from bptt.runs.sweep import FAILED, SWEEP, configuration_label
-from bptt.runs.train import TrainConfig, prepare, read_metrics
 
 __all__ = ["Group", "collect", "summarize", "write_report", "summary_markdown", "best",
            "ensemble", "higher_is_better", "format_mean_std"]
@@ -44,7 +45,7 @@ def _read_json(path):
 def _final_validation(run_dir):
     """The validation metric at the last step of ``metrics.csv`` (NaN when there is none)."""
     try:
-        val = read_metrics(os.path.join(run_dir, "metrics.csv"))["val_metric"]
+        val = read_metrics(os.path.join(run_dir, METRICS))["val_metric"]
     except FileNotFoundError:
         return math.nan
     val = val[np.isfinite(val)]
@@ -64,12 +65,12 @@ def collect(out):
     rows = []
     for run in sweep["runs"]:
         run_dir = os.path.join(out, "runs", run["name"])
-        config = _read_json(os.path.join(run_dir, "config.json")) or run["config"]
-        result = _read_json(os.path.join(run_dir, "result.json"))
+        config = _read_json(os.path.join(run_dir, CONFIG)) or run["config"]
+        result = _read_json(os.path.join(run_dir, RESULT))
         failure = _read_json(os.path.join(run_dir, FAILED))
         row = {"run": run["name"], "configuration": configuration_label(run["options"]),
                "status": ("failed" if failure else "done" if result
-                          else "interrupted" if os.path.exists(os.path.join(run_dir, "checkpoint.npz"))
+                          else "interrupted" if os.path.exists(os.path.join(run_dir, CHECKPOINT))
                           else "pending")}
         row.update({f.name: config.get(f.name) for f in fields(TrainConfig)})
         row["options"] = run["options"]
@@ -191,9 +192,18 @@ def _write_results_csv(path, rows):
         writer.writerow(columns)
         for r in rows:
             values = {**r, **{f"baseline {k}": v for k, v in r.get("baselines", {}).items()}}
-            writer.writerow(["" if values.get(c) is None else
-                             "+".join(values[c]) if isinstance(values.get(c), list) else values[c]
-                             for c in columns])
+            writer.writerow([_cell_text(values.get(c)) for c in columns])
+
+
+def _cell_text(value):
+    """A value of results.csv: lists joined by +, cell options as key=value pairs."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "+".join(value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return value
 
 
 def _swept_curves(groups, key):
@@ -232,47 +242,40 @@ def write_report(out, rows=None):
                                         title=f"{task}: test {mine[0].metric} against {key} "
                                               f"(mean ± std over seeds)")
         for g in mine:
-            runs = {name: read_metrics(os.path.join(out, "runs", name, "metrics.csv")) for name in g.runs}
+            runs = {name: read_metrics(os.path.join(out, "runs", name, METRICS)) for name in g.runs}
             plots.plot_loss_curves(runs, g.metric, path=os.path.join(figures, f"loss-{g.label}.png"),
                                    title=f"{task}, {g.label}: every seed")
     return rows, groups
 
 
-def _load_model(run_dir, config, task):
-    """The model in a run's checkpoint, built to its configuration's shape."""
-    from bptt.io import load_npz
-    from bptt.runs.train import build_model
-
-    model = build_model(config, task)
-    arrays = load_npz(os.path.join(run_dir, "checkpoint.npz"))
-    return model.load_state_dict({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
-
-
-def ensemble(out, group):
+def ensemble(out, group: Group) -> float:
     """The test metric of the average prediction of ``group``'s runs (its seeds).
 
     Values are averaged for regression tasks; for classification the class probabilities are
     averaged (their log is scored as logits).
 
+    Parameters
+    ----------
+    out : str or path
+        The sweep directory.
+    group : Group
+        From ``summarize``.
+
     Returns
     -------
     float
     """
-    import bptt
     from scipy.special import softmax
+
+    from bptt.runs.build import predict
+    from bptt.runs.load import load_run
 
     predictions, task = [], None
     for name in group.runs:
-        run_dir = os.path.join(out, "runs", name)
-        with open(os.path.join(run_dir, "config.json")) as f:
-            stored = json.load(f)
-        config, task = prepare(TrainConfig(**{f.name: stored[f.name] for f in fields(TrainConfig)
-                                              if f.name in stored}))
-        model = _load_model(run_dir, config, task)
+        run = load_run(os.path.join(out, "runs", name))
+        task = run.task
         x, y, mask = task.test_set()
-        model.eval()
-        with bptt.no_grad():
-            pred = np.asarray(model(x)[0].data, dtype=np.float64)
+        pred = predict(run.model, x).astype(np.float64)
         predictions.append(softmax(pred, axis=-1) if task.loss == "cross_entropy" else pred)
     mean = np.mean(predictions, axis=0)
     if task.loss == "cross_entropy":

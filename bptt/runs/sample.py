@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -64,33 +63,43 @@ def generate(model, task, prime, length, temperature=0.8, seed=0):
     return prime + task.decode(out)
 
 
-def sample(run_dir, length=500, temperature=0.8, prime=None, seed=0, threads=None):
+def sample(run_dir, length: int = 500, temperature: float = 0.8, prime: str | None = None, seed: int = 0,
+           threads: int | None = None) -> str:
     """Text from the checkpoint in ``run_dir`` (a run of a text task); see ``generate``.
 
-    ``prime=None`` starts from the first character of the training text; ``threads`` is as for
-    ``bptt.runs.train.train`` (by default one: a batch of one character a step).
+    Parameters
+    ----------
+    run_dir : str or path
+        Read with ``bptt.runs.load.load_run``.
+    length, temperature, seed :
+        As for ``generate``.
+    prime : str, optional
+        None starts from the first character of the training text.
+    threads : int, optional
+        As for ``bptt.runs.train.train`` (by default one: a batch of one character a step).
+
+    Returns
+    -------
+    str
 
     Raises
     ------
     ConfigError
         ``RUN_DIR`` is not a run of a text task, or ``--prime`` holds a character outside the
-        vocabulary (the message names it), or a bad ``--length``/``--temperature``.
+        vocabulary (the message names it), or a bad ``--length``/``--temperature``; and what
+        ``load_run`` raises.
     """
-    from bptt.runs import rundir
-    from bptt.runs import train as training
-    from bptt.data.tasks import TextTask
+    from bptt.runs.build import threads_for
+    from bptt.runs.load import load_run
 
-    run_dir = os.fspath(run_dir)
-    config, task = training._load_config(run_dir, "RUN_DIR")
-    if not isinstance(task, TextTask):
-        raise ConfigError("RUN_DIR", f"{run_dir} is a run of task {task.name!r}; sampling needs a "
+    run = load_run(run_dir)
+    if run.task.kind != "text":
+        raise ConfigError("RUN_DIR", f"{run.path} is a run of task {run.task.name!r}; sampling needs a "
                                      f"text task (--task text or shakespeare)")
-    model = training.build_model(config, task)
-    arrays = rundir.load_checkpoint(run_dir, "RUN_DIR")
-    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    task = run.task
     prime = task.vocabulary[task.ids[0]] if prime is None else prime
     try:
-        with training.threads_for(dataclasses.replace(config, batch=1), threads):
-            return generate(model, task, prime, length, temperature, seed)
+        with threads_for(dataclasses.replace(run.config, batch=1), threads):
+            return generate(run.model, task, prime, length, temperature, seed)
     except ValueError as err:
         raise ConfigError("--prime", str(err)) from None

@@ -19,8 +19,9 @@ from a zero state with the character before it as the first input, so every char
 part is predicted once; a series part is read from the start of the series (the earlier parts
 warm the state up) and only its own target times are scored.
 
-Series (``SeriesTask``) and texts (``TextTask``) are streamed; the toy tasks, whose sequences are
-independent by construction, are not.
+Series and texts (``task.streamable``) are streamed; the toy tasks, whose sequences are
+independent by construction, are not.  ``StreamTraining`` is the run's walk
+(``bptt.runs.walks``) of a stateful run.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import numpy as np
 
 from bptt.errors import ConfigError
 from bptt.tape import no_grad
-from bptt.data.tasks.text import TextTask
 
 __all__ = ["batchify", "part_stream", "score", "updates_per_epoch", "window_loss", "configure",
            "StreamTraining"]
@@ -59,10 +59,6 @@ def batchify(a, streams):
     return np.swapaxes(a[:L * streams].reshape(streams, L, *a.shape[1:]), 0, 1)
 
 
-def _streamable(task):
-    return isinstance(task, TextTask) or task.forecasting
-
-
 def part_stream(task, part):
     """One part of ``task`` as one sequence ``(x, y, mask)``, the targets next to their inputs.
 
@@ -71,7 +67,7 @@ def part_stream(task, part):
 
     Shapes: x (N,) int64 for a text, (N, I) for a series; y (N,) or (N, 1); mask (N,).
     """
-    if isinstance(task, TextTask):
+    if task.kind == "text":
         if part == "train":
             ids = task.ids[task.parts["train"]]
             return ids[:-1], ids[1:], np.ones(len(ids) - 1, dtype=np.float32)
@@ -129,13 +125,13 @@ def configure(config, task):
                                       "(without it, give --steps)")
     if not config.stateful:
         return
-    if not _streamable(task):
+    if not task.streamable:
         raise ConfigError("--stateful", f"task {task.name!r} draws independent sequences; stateful "
                                         f"training needs a series or a text task")
     n = task.parts["train"].stop
     need = config.batch * (config.seq_len + 1)
     if n < need:
-        unit = "characters" if not task.forecasting else "points"
+        unit = "points" if task.forecasting else "characters"
         where = getattr(task, "source", task.name)
         raise ConfigError("--batch", f"{where}: the training part has {n} {unit}, fewer than "
                                      f"batch x (seq_len + 1) = {config.batch} x {config.seq_len + 1} "
@@ -155,20 +151,22 @@ def window_loss(task):
 
 
 class StreamTraining:
-    """The training part as B streams walked in windows of k1 steps through ``TBPTT``.
+    """The walk of a stateful run: the training part as B streams walked in windows of k1 steps.
+
+    The trainer it is given (the run's ``TBPTT``, built with ``window_loss``) carries the state
+    from window to window; the walk resets it at the start of each epoch.
 
     Parameters
     ----------
     task : SeriesTask or TextTask
-    model : SequenceModel or LanguageModel
-    optimizer : optimizer of ``bptt.optim``
-    loss_fn : callable
-        Per step, ``bptt.data.tasks.loss_function(task)``.
+        A task whose ``streamable`` is True.
     config : TrainConfig
-        Its ``batch`` (B), ``k1``, ``k2`` and ``clip``.
+        Its ``batch`` (B) and ``k1``.
 
     Attributes
     ----------
+    window_loss : callable
+        The per-window loss of the task (``window_loss(task)``), for the run's ``TBPTT``.
     epoch : int
         Completed passes over the streams.
     position : int
@@ -177,44 +175,48 @@ class StreamTraining:
         The streams, (L, B, ...).
     """
 
-    def __init__(self, task, model, optimizer, loss_fn, config):
-        from bptt.credit.tbptt import TBPTT
-
+    def __init__(self, task, config):
         x, y, _ = part_stream(task, "train")
         self.x, self.y = batchify(x, config.batch), batchify(y, config.batch)
         self.k1 = config.k1
-        from bptt.runs.train import tbptt_options
-
-        self.trainer = TBPTT(model, loss_fn, optimizer, config.k1, config.k2, clip_norm=config.clip or None,
-                             window_loss=window_loss(task), **tbptt_options(config))
+        self.window_loss = window_loss(task)
         self.epoch = 0
         self.position = 0
 
-    def updates(self):
+    def updates(self, trainer):
         """Walk the next window (one update), yielding its record; at the end of the streams
-        make the update of a partial window and reset the state for the next epoch."""
+        make the update of a partial window and reset the state for the next epoch.
+
+        Parameters
+        ----------
+        trainer : bptt.TBPTT
+
+        Returns
+        -------
+        iterator of dict
+            TBPTT's records.
+        """
         a, b = self.position, min(self.position + self.k1, len(self.x))
-        yield from self.trainer.run(self.x[a:b], self.y[a:b])
+        yield from trainer.run(self.x[a:b], self.y[a:b])
         self.position = b
         if b == len(self.x):
-            yield from self.trainer.finish()
-            self.trainer.reset_state()
+            yield from trainer.finish()
+            trainer.reset_state()
             self.epoch += 1
             self.position = 0
 
-    def snapshot(self):
+    def snapshot(self, trainer):
         """The walk's epoch and position and the trainer's stream state (``TBPTT.stream_state``),
         as ``{name: array}`` copies that join the checkpoint."""
         arrays = {"stream.epoch": np.asarray(self.epoch, dtype=np.int64),
                   "stream.position": np.asarray(self.position, dtype=np.int64)}
         arrays.update({"stream.tbptt." + k: np.array(v, copy=True)
-                       for k, v in self.trainer.stream_state().items()})
+                       for k, v in trainer.stream_state().items()})
         return arrays
 
-    def restore(self, arrays):
-        """Continue the walk from a ``snapshot``."""
+    def restore(self, trainer, arrays):
+        """Continue the walk, and the trainer's stream, from a ``snapshot``."""
         self.epoch = int(arrays["stream.epoch"])
         self.position = int(arrays["stream.position"])
         prefix = "stream.tbptt."
-        self.trainer.load_stream_state({k[len(prefix):]: v for k, v in arrays.items()
-                                        if k.startswith(prefix)})
+        trainer.load_stream_state({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})

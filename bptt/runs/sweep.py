@@ -30,6 +30,11 @@ that Dask reschedules after its worker died, and a sweep started again after an 
 go on from the last checkpoint with exactly the numbers of an uninterrupted run.  Finished runs
 are skipped.  A run that fails on its own (invalid options, divergence) is recorded in its
 directory and the others go on.
+
+Dask is an optional dependency (``pip install 'bptt[sweep]'``); without it ``run_sweep`` and
+``cluster`` raise ``DaskMissing`` saying so, and the rest of this module still works.  Cell options
+take the cell grammar of ``bptt train --cell`` (``cell = ["lstm", "lstm:forget_bias=0"]``) or a
+table (``cell_options = {forget_bias = 0.0}``).
 """
 
 from __future__ import annotations
@@ -42,13 +47,11 @@ import logging
 import os
 import re
 import signal
-import sys
 import time
 import types
 import typing
 from dataclasses import asdict, dataclass, fields
-
-import click
+from typing import Callable
 
 try:
     import tomllib
@@ -57,10 +60,12 @@ except ModuleNotFoundError:   # Python 3.10: the same parser, as a package
 
 from bptt.errors import ConfigError
 from bptt.io import save_json
-from bptt.runs.train import TrainConfig
+from bptt.runs.config import DEPRECATED_FIELDS, TrainConfig, cell_request, upgrade
+from bptt.runs.rundir import CHECKPOINT, CONFIG, RESULT
+from bptt.runs.train import echo_stderr, progress_display
 
-__all__ = ["SpecError", "Run", "Spec", "load_spec", "execute", "run_sweep", "plan", "cluster",
-           "SWEEP", "FAILED"]
+__all__ = ["SpecError", "DaskMissing", "Run", "Spec", "load_spec", "execute", "run_sweep", "plan",
+           "cluster", "SWEEP", "FAILED"]
 
 SWEEP, FAILED = "sweep.json", "failed.json"
 #: Keys of a spec outside its tables.
@@ -72,6 +77,20 @@ RETRIES = 2
 #: BLAS and OpenMP pools of one thread per worker process, set before the worker starts (and
 #: so before numpy loads): N single-threaded runs then share N cores without oversubscribing.
 _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class DaskMissing(ImportError):
+    """Dask distributed, which runs sweeps, is not installed."""
+
+
+def _distributed():
+    """The ``distributed`` package, or ``DaskMissing`` saying how to install it."""
+    try:
+        import distributed
+    except ImportError:
+        raise DaskMissing("bptt sweep runs on Dask distributed, which is not installed: "
+                          "pip install 'bptt[sweep]'") from None
+    return distributed
 
 
 class SpecError(ValueError):
@@ -117,6 +136,8 @@ def configuration_label(options):
 def _format(value):
     if isinstance(value, list):
         return "+".join(map(_format, value))
+    if isinstance(value, dict):         # cell_options
+        value = ",".join(f"{k}={_format(v)}" for k, v in value.items())
     if isinstance(value, float):
         return format(value, "g")
     # a value becomes part of a directory name: keep it one path component
@@ -169,6 +190,8 @@ def _check_type(value, hint):
     if origin is list:
         (item,) = typing.get_args(hint)
         return isinstance(value, list) and all(_check_type(v, item) for v in value)
+    if origin is dict:      # cell_options: its keys and values are the cell's to check
+        return isinstance(value, dict)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
@@ -180,6 +203,8 @@ def _type_name(hint):
     args = [h for h in typing.get_args(hint) if h is not type(None)]
     if typing.get_origin(hint) is list:
         return f"a list of {_type_name(args[0])}s"
+    if typing.get_origin(hint) is dict:
+        return "a table"
     hint = args[0] if args else hint
     return {int: "an integer", float: "a number", str: "a string"}.get(hint, getattr(hint, "__name__", str(hint)))
 
@@ -326,10 +351,10 @@ def execute(config, out, threads=None):
     from bptt.runs import train as training
 
     try:
-        if os.path.exists(os.path.join(out, training.CHECKPOINT)):
-            result = training.resume(out, progress=False, threads=threads)
+        if os.path.exists(os.path.join(out, CHECKPOINT)):
+            result = training.resume(out, threads=threads)
         else:
-            result = training.train(TrainConfig(**config), out, progress=False, threads=threads)
+            result = training.train(TrainConfig(**config), out, threads=threads)
     except (ConfigError, training.TrainingDiverged) as err:
         record_failure(out, str(err))
         return {"status": "failed", "error": str(err)}
@@ -346,13 +371,25 @@ def record_failure(out, message):
 # -- the sweep ---------------------------------------------------------------------------------
 def _stored_config(run_dir):
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            return json.load(f)
+        with open(os.path.join(run_dir, CONFIG)) as f:
+            return upgrade(json.load(f))
     except FileNotFoundError:
         return None
 
 
-def plan(spec, out):
+def _requested(config):
+    """What a run of the spec asks for, spelled as a resolved ``config.json`` spells it: the
+    cell's name in ``cell`` and the options it sets in ``cell_options``."""
+    wanted = asdict(config)
+    try:
+        wanted["cell"], options = cell_request(config)
+    except ConfigError:
+        return wanted       # the run will fail with bptt train's message
+    wanted.update(dict.fromkeys(DEPRECATED_FIELDS), cell_options=options or None)
+    return wanted
+
+
+def plan(spec: Spec, out: str) -> dict[str, str]:
     """``{run name: "finished" | "resume" | "new"}`` for each run of ``spec`` under ``out``.
 
     Raises
@@ -361,22 +398,24 @@ def plan(spec, out):
         ``--out`` holds a run of the same name with other options (the spec changed): its
         numbers would not be those of the spec, so it is neither skipped nor continued.
     """
-    from bptt.runs import train as training
-
     states = {}
     for run in spec.runs:
         run_dir = os.path.join(out, "runs", run.name)
         stored = _stored_config(run_dir)
         if stored is not None:
-            # options left to their defaults (None) are resolved by bptt train; compare the rest
-            for key, value in asdict(run.config).items():
-                if value is not None and stored.get(key) != value:
-                    raise ConfigError("--out", f"{run_dir} holds a run with {key} = {stored.get(key)!r}, "
+            # options left to their defaults (None) are resolved by bptt train; compare the rest,
+            # the cell options given among all the stored ones
+            for key, value in _requested(run.config).items():
+                have = stored.get(key)
+                if key == "cell_options" and isinstance(value, dict) and isinstance(have, dict):
+                    have = {k: have.get(k) for k in value}
+                if value is not None and have != value:
+                    raise ConfigError("--out", f"{run_dir} holds a run with {key} = {have!r}, "
                                                f"but the spec asks for {value!r}; remove that directory "
                                                f"or give another --out")
-        if os.path.exists(os.path.join(run_dir, training.RESULT)):
+        if os.path.exists(os.path.join(run_dir, RESULT)):
             states[run.name] = "finished"
-        elif os.path.exists(os.path.join(run_dir, training.CHECKPOINT)):
+        elif os.path.exists(os.path.join(run_dir, CHECKPOINT)):
             states[run.name] = "resume"
         else:
             states[run.name] = "new"
@@ -392,13 +431,15 @@ def cluster(workers=None, scheduler=None):
     ------
     ConfigError
         No scheduler answers at ``scheduler`` within 10 s.
+    DaskMissing
+        Dask distributed is not installed.
     """
+    distributed = _distributed()
     import dask
-    from distributed import Client, LocalCluster
 
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout=10)
+            client = distributed.Client(scheduler, timeout=10)
         except (OSError, ValueError) as err:
             raise ConfigError("--scheduler", f"cannot reach a Dask scheduler at {scheduler} ({err})") from None
         with client:
@@ -410,11 +451,12 @@ def cluster(workers=None, scheduler=None):
                "DASK_LOGGING__DISTRIBUTED": "error"}
     with _interrupts_held() as held:
         with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            local = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                                 processes=True, dashboard_address=None,
-                                 # no dashboard; its HTTP server on a free port, not 8787
-                                 scheduler_kwargs={"dashboard_address": ":0"})
-        client = Client(local)
+            local = distributed.LocalCluster(
+                n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                dashboard_address=None,
+                # no dashboard; its HTTP server on a free port, not 8787
+                scheduler_kwargs={"dashboard_address": ":0"})
+        client = distributed.Client(local)
     with local, client:
         try:
             for signum in held:     # what came while the cluster started, now that it can close
@@ -465,7 +507,9 @@ def _running(client):
     return sum(min(len(keys), nthreads.get(w, 1)) for w, keys in client.processing().items())
 
 
-def run_sweep(spec, out, workers=None, scheduler=None, echo=click.echo, progress=True, threads=None):
+def run_sweep(spec: Spec, out, workers: int | None = None, scheduler: str | None = None,
+              echo: Callable[[str], None] = echo_stderr, progress: Callable | None = None,
+              threads: int | None = None) -> dict:
     """Run every unfinished run of ``spec`` into ``out/runs/`` on Dask; return ``{name: record}``.
 
     Parameters
@@ -480,9 +524,11 @@ def run_sweep(spec, out, workers=None, scheduler=None, echo=click.echo, progress
         Address of a running Dask scheduler (``tcp://HOST:8786``) to submit to instead; its
         workers must see ``out`` at the same path.
     echo : callable
-        Gets one line per finished run.
-    progress : bool
-        Show a progress bar over runs on stderr.
+        Gets the plan's line and one line per finished run; standard error by default.
+    progress : callable, optional
+        ``progress(total)`` returning a context manager with ``update(runs, status)``, called
+        as runs finish (``runs`` of them, maybe 0) with a line of how many are done, running
+        and failed; the command line passes its bar.  None shows nothing.
     threads : int, optional
         BLAS threads of each run (``execute``).
 
@@ -490,9 +536,15 @@ def run_sweep(spec, out, workers=None, scheduler=None, echo=click.echo, progress
     -------
     dict
         Run name -> ``execute``'s record, for the runs this call submitted.
-    """
-    from distributed import as_completed
 
+    Raises
+    ------
+    DaskMissing
+        Dask distributed is not installed (before anything is written).
+    ConfigError
+        As ``plan`` and ``cluster``.
+    """
+    as_completed, progress = _distributed().as_completed, progress_display(progress)
     out = os.path.abspath(os.fspath(out))
     states = plan(spec, out)
     save_json(os.path.join(out, SWEEP), {
@@ -512,18 +564,9 @@ def run_sweep(spec, out, workers=None, scheduler=None, echo=click.echo, progress
         futures = {client.submit(execute, asdict(r.config), os.path.join(out, "runs", r.name), threads,
                                  key=f"bptt-run-{tag}/{r.name}", retries=RETRIES, pure=False): r
                    for r in todo}
-        started, counts = time.perf_counter(), {"failed": 0, "running": 0}
-
-        def show(_):
-            elapsed = time.perf_counter() - started
-            return (f"{len(records) - counts['failed']} done, {counts['running']} running, "
-                    f"{counts['failed']} failed, {elapsed:.0f} s elapsed")
-
-        bar = click.progressbar(length=len(todo), label="runs", show_eta=True, show_pos=True,
-                                item_show_func=show, file=sys.stderr,
-                                hidden=not (progress and sys.stderr.isatty()))
+        started, failed = time.perf_counter(), 0
         pending = as_completed(futures)
-        with bar:
+        with progress(len(todo)) as bar:
             while not pending.is_empty():
                 batch = pending.next_batch(block=False) if pending.has_ready() else []
                 for future in batch:
@@ -535,12 +578,10 @@ def run_sweep(spec, out, workers=None, scheduler=None, echo=click.echo, progress
                         record = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
                         record_failure(os.path.join(out, "runs", run.name), record["error"])
                     records[run.name] = record
-                    counts["failed"] += record["status"] != "done"
-                    if not bar.hidden:      # the line goes above the bar: clear the bar's line first
-                        sys.stderr.write("\r\x1b[K")
+                    failed += record["status"] != "done"
                     echo(_describe(run.name, record))
-                counts["running"] = _running(client)
-                bar.update(len(batch))
+                bar.update(len(batch), f"{len(records) - failed} done, {_running(client)} running, "
+                                       f"{failed} failed, {time.perf_counter() - started:.0f} s elapsed")
                 if not batch:
                     time.sleep(0.2)
     return records

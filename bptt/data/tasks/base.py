@@ -31,8 +31,14 @@ class Task:
         T.
     seed : int
         Fixes the validation and test sets (and a synthetic series).
-    forecasting : bool
-        True for series tasks (they also have ``unscale``).
+    kind : {'sequences', 'series', 'text'}
+        What the data are: independent sequences drawn fresh (the toy tasks), one series cut in
+        time order into parts (forecasting; these tasks also have ``unscale``), or one text of
+        character ids (inputs (T, B) int64 for an embedding, not (T, B, I) values).  Callers ask
+        the task (``kind``, ``streamable``, ``forecasting``) instead of testing its class.
+    has_levels : bool
+        True when the baselines are levels a model steps through (``level_reached`` names the
+        one a value is at).
     description : str
         One line: what the task tests.
     """
@@ -41,7 +47,8 @@ class Task:
     input_size = output_size = seq_len = 0
     loss = "mse"
     metric = "mse"
-    forecasting = False
+    kind = "sequences"
+    has_levels = False
     description = ""
 
     def __init__(self, seed=0, validation_size=512, test_size=1000):
@@ -50,6 +57,17 @@ class Task:
         self.validation_size = integer(validation_size, "validation_size", who)
         self.test_size = integer(test_size, "test_size", who)
         self._fixed = {}
+
+    @property
+    def forecasting(self):
+        """True for a series task."""
+        return self.kind == "series"
+
+    @property
+    def streamable(self):
+        """True when the parts are one long stream (a series or a text) that stateful training
+        and scoring read with the state carried (``bptt.runs.streams``)."""
+        return self.kind != "sequences"
 
     # --- data ---------------------------------------------------------------------------------
     def batch(self, batch_size, rng=None):

@@ -1,5 +1,5 @@
 """Forecasting tasks: synthetic series (sine mixture, Mackey-Glass, Lorenz, NARMA-10), the real
-series shipped in ``data/`` (sunspots, airline passengers, Nile), and any CSV a user brings.
+series shipped in ``bptt/data/series/`` (sunspots, airline passengers, Nile), and any CSV a user brings.
 
 All are one ``SeriesTask``: a series cut in time order into training, validation and test parts,
 scaled by statistics of the training part alone, and presented as windows of ``seq_len`` steps.
@@ -74,7 +74,7 @@ class SeriesTask(Task):
     validation_set / test_set: x (T, n_part, I), y (T, n_part, 1), mask (T,) one at the last step.
     """
 
-    forecasting = True
+    kind = "series"
     loss = "mse"
 
     def __init__(self, name, inputs, target, input_names, target_name, seq_len=20, validation=0.15,

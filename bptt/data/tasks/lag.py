@@ -47,6 +47,7 @@ class Lag(Task):
     name = "lag"
     input_size, output_size = 1, 2
     loss = metric = "cross_entropy"
+    has_levels = True
     description = "next bit set by the inputs 3 and 8 steps back (levels 0.662, 0.519, 0.454)"
     weights = (0.5, -0.25)      # of x_{t-short_lag} and x_{t-long_lag} in P(y_t = 1)
 

@@ -173,6 +173,7 @@ class TextTask(Task):
     validation_set / test_set: x (T, n) int64, y (T, n), mask (T,), n consecutive windows.
     """
 
+    kind = "text"
     loss = "cross_entropy"
     metric = "bpc"
 

@@ -10,17 +10,14 @@ import numpy as np
 
 from bptt import ops
 from bptt.nn import kernels
-from bptt.nn.registry import CellType, affine, gate_shapes, padded, register
+from bptt.nn.registry import CellType, affine, padded, register
 from bptt.nn.recurrent import Cell, Recurrent
 
 __all__ = ["GRUCell", "GRU", "step_reference"]
 
-EQUATIONS = ("r = σ(W_ir x + b_ir + W_hr h + b_hr),  z = σ(W_iz x + b_iz + W_hz h + b_hz),  "
-             "n = tanh(W_in x + b_in + r (W_hn h + b_hn)),  h' = (1 - z) n + z h")
-
 
 def step_reference(x, state, weights):
-    """One GRU step from small ops; gate order r, z, n, with n = tanh(W_in x + b_in + r (W_hn h + b_hn))."""
+    """One GRU step from small ops, gate order r, z, n: ``(h,) -> (h',)``."""
     (h,), (w_ih, w_hh, b_ih, b_hh) = state, padded(weights)
     xr, xz, xn = ops.split(affine(x, w_ih, b_ih), sections=3, axis=-1)
     hr, hz, hn = ops.split(affine(h, w_hh, b_hh), sections=3, axis=-1)
@@ -121,21 +118,20 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
 CELL = register(CellType(
     name="gru",
     gates=("r", "z", "n"),
-    equations=EQUATIONS,
+    equations=("r = σ(W_ir x + b_ir + W_hr h + b_hr)",
+               "z = σ(W_iz x + b_iz + W_hz h + b_hz)",
+               "n = tanh(W_in x + b_in + r (W_hn h + b_hn))",
+               "h' = (1 - z) n + z h"),
     reference=step_reference,
-    fused=kernels.fused_kernels("gru", _forward, _backward, gate_shapes(3), step_reference),
-    summary="gated recurrent unit, gates r, z, n (PyTorch's nn.GRU)",
+    forward=_forward,
+    backward=_backward,
+    summary="gated recurrent unit (PyTorch's nn.GRU)",
 ))
 
 
+@CELL.document
 class GRUCell(Cell):
     """A gated recurrent unit (Cho et al. 2014) as PyTorch defines it.
-
-    .. math::
-        r = \\sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr}) \\quad
-        z = \\sigma(W_{iz} x + b_{iz} + W_{hz} h + b_{hz}) \\\\
-        n = \\tanh(W_{in} x + b_{in} + r (W_{hn} h + b_{hn})) \\qquad
-        h' = (1 - z) n + z h
 
     Parameters
     ----------
@@ -160,8 +156,9 @@ class GRUCell(Cell):
                          dtype=dtype, rng=rng)
 
 
+@CELL.document
 class GRU(Recurrent):
-    """A GRU over a sequence, each step as ``GRUCell`` defines it.
+    """A gated recurrent unit over a sequence: ``GRUCell``'s step at every timestep.
 
     Parameters
     ----------

@@ -1,14 +1,10 @@
 """The independently recurrent neural network (IndRNN; Li et al. 2018).
 
-Each hidden unit sees its own past only, through one recurrent weight::
-
-    h' = act(W_ih x + b_ih + u * h + b_hh)
-
-with ``u`` = ``weight_hh`` a vector (H,) and ``*`` elementwise.  Because the recurrence is
-diagonal, dh'/dh = diag(act'(.) u): a unit keeps its gradient over long spans when its |u| is
-near 1, which the paper controls by initialising u in [0, 1] and, for long sequences, bounding
-|u| by ``recurrent_max`` (applied here as ``clip(u, -recurrent_max, recurrent_max)`` inside
-each step, on the tape).  ReLU is the paper's activation and the default.
+Each hidden unit sees its own past only, through one recurrent weight (``*`` is elementwise).
+Because the recurrence is diagonal, dh'/dh = diag(act'(.) u): a unit keeps its gradient over
+long spans when its |u| is near 1, which the paper controls by initialising u in [0, 1] and, for
+long sequences, bounding |u| by ``recurrent_max`` (applied here as ``clip(u, -recurrent_max,
+recurrent_max)`` inside each step, on the tape).  ReLU is the paper's activation and the default.
 
 Use it as any registered cell: ``nn.SequenceModel("indrnn", I, H, O)``,
 ``nn.Recurrent("indrnn", I, H, num_layers=2, recurrent_max=2.0)``, ``bptt train --cell indrnn``,
@@ -20,6 +16,7 @@ Shapes: weight_ih (H, I), weight_hh (H,), bias_ih, bias_hh (H,); state h (B, H).
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -29,8 +26,6 @@ from bptt.nn import kernels
 from bptt.nn.registry import CellType, Option, affine, padded, register
 
 __all__ = ["step_reference"]
-
-EQUATIONS = "h' = act(W_ih x + b_ih + u * h + b_hh),  u = weight_hh (H,),  act = relu or tanh"
 
 
 def _bounded(u, recurrent_max):
@@ -103,7 +98,7 @@ def _positive(value):
 CELL = register(CellType(
     name="indrnn",
     gates=("h",),
-    equations=EQUATIONS,
+    equations=("h' = act(W_ih x + b_ih + u * h + b_hh)", "u = weight_hh (H,)", "act = relu or tanh"),
     reference=step_reference,
     options={"nonlinearity": Option("relu", choices=("relu", "tanh"), doc="the activation"),
              "recurrent_max": Option(None, kind=float, check=_positive,
@@ -111,8 +106,10 @@ CELL = register(CellType(
     inits=("default", "identity"),
     initialize=_initialize,
     shapes=_shapes,
-    fused=kernels.fused_kernels("indrnn", _forward, _backward, _shapes, step_reference,
-                                examples=({"nonlinearity": "tanh"},
-                                          {"nonlinearity": "tanh", "recurrent_max": 1.0})),
-    summary="independently recurrent network, h' = act(W x + u * h + b) (Li et al. 2018)",
+    forward=_forward,
+    backward=_backward,
+    kernel_examples=({"nonlinearity": "tanh"}, {"nonlinearity": "tanh", "recurrent_max": 1.0}),
+    recurrence="diagonal",
+    summary="independently recurrent network (Li et al. 2018)",
 ))
+CELL.document(sys.modules[__name__])     # IndRNN has no module classes: its module docstring shows it

@@ -10,14 +10,10 @@ import numpy as np
 
 from bptt import ops
 from bptt.nn import compiled, kernels
-from bptt.nn.registry import CellType, Option, affine, gate_shapes, padded, register, standard_init
+from bptt.nn.registry import CellType, Option, affine, padded, register, standard_init
 from bptt.nn.recurrent import Cell, Recurrent
 
 __all__ = ["LSTMCell", "LSTM", "step_reference"]
-
-EQUATIONS = ("i = σ(W_ii x + b_ii + W_hi h + b_hi),  f = σ(W_if x + b_if + W_hf h + b_hf),  "
-             "g = tanh(W_ig x + b_ig + W_hg h + b_hg),  o = σ(W_io x + b_io + W_ho h + b_ho),  "
-             "c' = f c + i g,  h' = o tanh(c')")
 
 
 def step_reference(x, state, weights):
@@ -148,26 +144,25 @@ CELL = register(CellType(
     name="lstm",
     gates=("i", "f", "g", "o"),
     state=("h", "c"),
-    equations=EQUATIONS,
+    equations=("i = σ(W_ii x + b_ii + W_hi h + b_hi)",
+               "f = σ(W_if x + b_if + W_hf h + b_hf)",
+               "g = tanh(W_ig x + b_ig + W_hg h + b_hg)",
+               "o = σ(W_io x + b_io + W_ho h + b_ho)",
+               "c' = f c + i g",
+               "h' = o tanh(c')"),
     reference=step_reference,
     options={"forget_bias": Option(0.0, kind=float, init=True,
                                    doc="added to the forget-gate bias at initialisation (1.0 is usual)")},
     initialize=_initialize,
-    fused=kernels.fused_kernels("lstm", _forward, _backward, gate_shapes(4), step_reference,
-                                state=("h", "c")),
-    summary="long short-term memory, gates i, f, g, o (PyTorch's nn.LSTM)",
+    forward=_forward,
+    backward=_backward,
+    summary="long short-term memory (PyTorch's nn.LSTM)",
 ))
 
 
+@CELL.document
 class LSTMCell(Cell):
     """A long short-term memory cell (Hochreiter & Schmidhuber 1997, with a forget gate).
-
-    .. math::
-        i = \\sigma(W_{ii} x + b_{ii} + W_{hi} h + b_{hi}) \\quad
-        f = \\sigma(W_{if} x + b_{if} + W_{hf} h + b_{hf}) \\\\
-        g = \\tanh(W_{ig} x + b_{ig} + W_{hg} h + b_{hg}) \\quad
-        o = \\sigma(W_{io} x + b_{io} + W_{ho} h + b_{ho}) \\\\
-        c' = f c + i g \\qquad h' = o \\tanh(c')
 
     Parameters
     ----------
@@ -194,8 +189,9 @@ class LSTMCell(Cell):
                          dtype=dtype, rng=rng, forget_bias=forget_bias)
 
 
+@CELL.document
 class LSTM(Recurrent):
-    """An LSTM over a sequence, each step as ``LSTMCell`` defines it.
+    """A long short-term memory network over a sequence: ``LSTMCell``'s step at every timestep.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""The Elman RNN cell: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, act tanh or relu.
+"""The Elman RNN cell.
 
 Declares the cell's record (reference step, fused kernels, options) and PyTorch's ``RNNCell``
 and ``RNN`` with their signatures.
@@ -10,12 +10,10 @@ import numpy as np
 
 from bptt import ops
 from bptt.nn import kernels
-from bptt.nn.registry import CellType, Option, affine, gate_shapes, padded, register
+from bptt.nn.registry import CellType, Option, affine, padded, register
 from bptt.nn.recurrent import Cell, Recurrent
 
 __all__ = ["RNNCell", "RNN", "step_reference"]
-
-EQUATIONS = "h' = act(W_ih x + b_ih + W_hh h + b_hh),  act = tanh or relu"
 
 
 def step_reference(x, state, weights, nonlinearity="tanh"):
@@ -48,18 +46,21 @@ def _backward(res, gy, gstate, need_x, need_w_ih, need_w_hh):
 CELL = register(CellType(
     name="rnn",
     gates=("h",),
-    equations=EQUATIONS,
+    equations=("h' = act(W_ih x + b_ih + W_hh h + b_hh)", "act = tanh or relu"),
     reference=step_reference,
     options={"nonlinearity": Option("tanh", choices=("tanh", "relu"),
                                     doc="the activation: tanh, or relu (with init='identity': the IRNN)")},
-    fused=kernels.fused_kernels("rnn", _forward, _backward, gate_shapes(1), step_reference,
-                                examples=({"nonlinearity": "tanh"}, {"nonlinearity": "relu"})),
-    summary="Elman RNN, tanh or relu (PyTorch's nn.RNN)",
+    forward=_forward,
+    backward=_backward,
+    kernel_examples=({"nonlinearity": "tanh"}, {"nonlinearity": "relu"}),
+    recurrence="elman",
+    summary="Elman RNN (PyTorch's nn.RNN)",
 ))
 
 
+@CELL.document
 class RNNCell(Cell):
-    """An Elman RNN cell: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, act tanh or relu.
+    """An Elman RNN cell.
 
     Parameters
     ----------
@@ -88,8 +89,9 @@ class RNNCell(Cell):
                          dtype=dtype, rng=rng, nonlinearity=nonlinearity)
 
 
+@CELL.document
 class RNN(Recurrent):
-    """An Elman RNN over a sequence: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``.
+    """An Elman RNN over a sequence: ``RNNCell``'s step at every timestep.
 
     Parameters
     ----------

@@ -2,7 +2,7 @@
 
 For each cell of a list (as ``bptt gradflow`` reads it), a float64 ``SequenceModel`` is built,
 optionally trained a few Adam steps with full BPTT on the task, and on one batch of the task
-``online.gradient_alignment`` compares the exact gradient with truncated BPTT at each length,
+``bptt.credit.gradient_alignment`` compares the exact gradient with truncated BPTT at each length,
 adaptive truncation, RTRL and UORO.  The result is a figure of the alignment against the
 truncation length per cell, a CSV of every number, and one line per estimator and cell.
 
@@ -43,7 +43,7 @@ def parse_estimators(text=None):
     ConfigError
         For ``--estimators``, naming the bad entry.
     """
-    from bptt.credit.online import parse_estimator
+    from bptt.credit import parse_estimator
 
     specs = []
     for token in (t.strip() for t in (DEFAULT_ESTIMATORS if text is None else text).split(",")):
@@ -78,10 +78,10 @@ def measure(spec, task, estimators, *, hidden=16, batch_size=8, samples=100, tra
     Returns
     -------
     dict
-        ``{estimator spec: record}`` as ``bptt.credit.online.gradient_alignment`` returns it.
+        ``{estimator spec: record}`` as ``bptt.credit.gradient_alignment`` returns it.
     """
     from bptt.data import tasks
-    from bptt.credit.online import gradient_alignment
+    from bptt.credit import gradient_alignment
 
     rng = np.random.default_rng(seed)
     model = spec.build(task.input_size, hidden, task.output_size, 1, rng)
@@ -94,7 +94,7 @@ def measure(spec, task, estimators, *, hidden=16, batch_size=8, samples=100, tra
 
 def _truncation(spec, record, T):
     """(k1, k2) of an estimator spec: its window for TBPTT and ``auto``, T (full) otherwise."""
-    from bptt.credit.online import parse_estimator
+    from bptt.credit import parse_estimator
 
     kind, opts = parse_estimator(spec)
     if kind == "tbptt":
@@ -159,7 +159,7 @@ def run(cells=None, *, task="lag", estimators=None, seq_len=None, hidden=16, bat
     from bptt.diagnostics import plots
     from bptt.data import tasks
     from bptt.runs.experiments.gradflow import parse_cells
-    from bptt.runs.train import CELLS
+    from bptt.runs.config import CELLS
 
     specs = parse_cells(",".join(CELLS) if cells is None else cells)
     names = parse_estimators(estimators)

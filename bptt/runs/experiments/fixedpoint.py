@@ -27,10 +27,9 @@ import numpy as np
 
 from bptt.errors import ConfigError, option_float, option_integer
 
-__all__ = ["DEFAULT_METHODS", "TASKS", "Method", "MethodResult", "parse_methods", "build", "train_method", "run"]
+__all__ = ["DEFAULT_METHODS", "Method", "MethodResult", "parse_methods", "build", "train_method", "run"]
 
 DEFAULT_METHODS = "rbp,gmres,bicgstab,neumann:3,bptt,bptt:3"
-TASKS = ("spirals", "patterns")
 _METHODS = ("rbp", "gmres", "bicgstab", "neumann", "bptt")
 
 
@@ -73,13 +72,15 @@ def parse_methods(text=None):
     return methods
 
 
-def build(task, cell, hidden, *, tol, damping, contractive, seed, method):
-    """The float64 network ``Sequential(FixedPoint, Linear)`` for ``task``, initialised from ``seed``."""
+def build(task, cell, hidden, *, tol, damping, contractive, seed, method, cell_options=None):
+    """The float64 network ``Sequential(FixedPoint, Linear)`` for ``task``, initialised from ``seed``;
+    ``cell_options`` go to the cell (None: its defaults)."""
     from bptt import nn
 
     rng = np.random.default_rng([seed, 0])
     layer = nn.FixedPoint(cell, task.input_size, hidden, tol=tol, max_iter=500, damping=damping,
-                          contractive=contractive, dtype=np.float64, rng=rng, **method.options())
+                          contractive=contractive, dtype=np.float64, rng=rng, **method.options(),
+                          **(cell_options or {}))
     return nn.Sequential(layer, nn.Linear(hidden, task.output_size, dtype=np.float64, rng=rng))
 
 
@@ -117,11 +118,13 @@ def _first_gradient(model, task, x, y, **options):
 
 
 def train_method(task, method, *, cell="rnn", hidden=32, steps=300, lr=0.01, batch=64, tol=1e-5, damping=1.0,
-                 contractive=0.95, seed=0):
+                 contractive=0.95, seed=0, cell_options=None):
     """Train one network with one method on one task; returns ``(MethodResult, model)``."""
-    from bptt import no_grad, optim
+    from bptt import optim
+    from bptt.tape import no_grad
 
-    model = build(task, cell, hidden, tol=tol, damping=damping, contractive=contractive, seed=seed, method=method)
+    model = build(task, cell, hidden, tol=tol, damping=damping, contractive=contractive, seed=seed, method=method,
+                  cell_options=cell_options)
     data = np.random.default_rng([seed, 1])
     x, y = task.batch(batch, data, np.float64)
     reference = _first_gradient(model, task, x, y, grad="rbp", grad_tol=1e-10, grad_max_iter=2000)
@@ -171,18 +174,18 @@ def write_csv(path, results):
     return path
 
 
-def run(tasks=TASKS, grads=None, *, cell="rnn", hidden=32, steps=300, lr=0.01, batch=64, tol=1e-5, damping=1.0,
+def run(tasks=None, grads=None, *, cell="rnn", hidden=32, steps=300, lr=0.01, batch=64, tol=1e-5, damping=1.0,
         contractive=0.95, ks=(1, 2, 5, 10, 20, 50), seed=0, out="fixedpoint.png", echo=None):
     """Train every method on every task, write the figures and the CSV, and return the results.
 
     Parameters
     ----------
-    tasks : sequence of str
-        Names of ``bptt.data.tasks.static.STATIC_TASKS``.
+    tasks : sequence of str, optional
+        Names of ``bptt.data.tasks.static.STATIC_TASKS``; all of them when None.
     grads : str, optional
         A method list for ``parse_methods``; ``DEFAULT_METHODS`` when None.
     cell : str
-        The registered cell of the FixedPoint layer.
+        The registered cell of the FixedPoint layer, in the cell grammar (``rnn:nonlinearity=relu``).
     hidden, steps, batch : int
     lr, tol, damping : float
     contractive : float or None
@@ -208,14 +211,15 @@ def run(tasks=TASKS, grads=None, *, cell="rnn", hidden=32, steps=300, lr=0.01, b
     from bptt.diagnostics import plots
     from bptt.diagnostics import fixed_point_gradients
     from bptt.data.tasks.static import STATIC_TASKS, get_static
-    from bptt.runs.train import CELLS
+    from bptt.runs.config import parse_cell
 
     methods = parse_methods(grads)
+    tasks = list(STATIC_TASKS) if tasks is None else tasks
     for name in tasks:
         if name not in STATIC_TASKS:
             raise ConfigError("--task", f"unknown task {name!r}; choose from {', '.join(STATIC_TASKS)}")
-    if cell not in CELLS:
-        raise ConfigError("--cell", f"unknown cell {cell!r}; cells are {', '.join(CELLS)}")
+    label = cell        # as written, for the figures' titles
+    cell, cell_options = parse_cell(cell, "--cell")
     for option, value in (("--hidden", hidden), ("--steps", steps), ("--batch", batch)):
         option_integer(value, option)
     option_float(lr, "--lr", 0, low_open=True)
@@ -236,7 +240,8 @@ def run(tasks=TASKS, grads=None, *, cell="rnn", hidden=32, steps=300, lr=0.01, b
         rbp_model = None
         for method in methods:
             result, model = train_method(task, method, cell=cell, hidden=hidden, steps=steps, lr=lr, batch=batch,
-                                         tol=tol, damping=damping, contractive=contractive, seed=seed)
+                                         tol=tol, damping=damping, contractive=contractive, seed=seed,
+                                         cell_options=cell_options)
             results.append(result)
             if method.grad == "rbp":
                 rbp_model = model
@@ -248,7 +253,7 @@ def run(tasks=TASKS, grads=None, *, cell="rnn", hidden=32, steps=300, lr=0.01, b
             with rbp_model[0].using(tol=1e-10, grad_tol=1e-10, max_iter=2000, grad_max_iter=2000):
                 agreement[name] = fixed_point_gradients(rbp_model, x, y, task.loss, ks=ks)
     stem = os.path.splitext(os.fspath(out))[0]
-    title = f"FixedPoint({cell}, H={hidden}) + Linear, Adam lr={lr:g}, tol={tol:g}"
+    title = f"FixedPoint({label}, H={hidden}) + Linear, Adam lr={lr:g}, tol={tol:g}"
     plots.plot_fixed_point_training({name: {r.method.label: r.losses for r in results if r.task == name}
                                      for name in tasks}, path=out, title=title)
     written = [os.fspath(out)]

@@ -7,8 +7,10 @@ seed, a ``SequenceModel`` is built, optionally trained a few Adam steps on the t
 lag, a CSV of every curve, and one summary line per cell: the decay rate fitted to the median
 curve, the factor per step, the memory horizon and a suggested truncation length k2.
 
-A cell list is comma-separated; a cell may carry its own settings after a colon, and a
-``key=value`` with no cell of its own continues the cell before it::
+A cell list is comma-separated, in the cell grammar of every command
+(``bptt.runs.config``): a cell may carry its own settings after a colon, and a ``key=value``
+with no cell of its own continues the cell before it; an entry also takes ``init`` and
+``label``::
 
     rnn,lstm,lstm:forget_bias=1,gru,rnn:init=identity,nonlinearity=relu,label=irnn
 
@@ -27,7 +29,7 @@ import numpy as np
 from bptt.diagnostics import decay_rate, hidden_grad_norms, memory_horizon, suggest_truncation
 from bptt.errors import ConfigError, option_integer
 from bptt.nn import registry as cell_registry
-from bptt.runs.train import NONLINEARITIES
+from bptt.runs.config import NONLINEARITIES, cell_settings, split_cells
 
 __all__ = ["DEFAULT_CELLS", "CellSpec", "CellResult", "parse_cells", "measure", "summarize", "run",
            "write_csv"]
@@ -72,25 +74,8 @@ class CellSpec:
                              init=self.init, dtype=np.float64, rng=rng, **self.options)
 
 
-def _group(text):
-    """Split a cell list into ``(cell, [key=value, ...], spec text)`` per cell."""
-    groups = []
-    for token in (t.strip() for t in text.split(",")):
-        if not token:
-            raise ConfigError("--cells", f"empty entry in {text!r}; separate cells with single commas")
-        if "=" in token and ":" not in token:
-            if not groups:
-                raise ConfigError("--cells", f"{token!r} comes before any cell; write cell:key=value, "
-                                             f"e.g. lstm:forget_bias=1")
-            cell, pairs, spec = groups[-1]
-            groups[-1] = (cell, pairs + [token], f"{spec},{token}")
-        else:
-            cell, _, rest = token.partition(":")
-            groups.append((cell.strip(), [rest] if rest.strip() else [], token))
-    return groups
-
-
-def parse_cells(text=None, init="default", forget_bias=0.0, nonlinearity=None):
+def parse_cells(text: str | None = None, init: str = "default", forget_bias: float | None = None,
+                nonlinearity: str | None = None) -> list[CellSpec]:
     """Parse a cell list such as ``"rnn,lstm:forget_bias=1,rnn:init=identity,nonlinearity=relu"``.
 
     Parameters
@@ -101,8 +86,8 @@ def parse_cells(text=None, init="default", forget_bias=0.0, nonlinearity=None):
         every cell, and the cell's own options (``nonlinearity`` for rnn, ``forget_bias`` for
         lstm, ``recurrent_max`` for indrnn, ...).
     init, forget_bias, nonlinearity : optional
-        The settings of cells that do not give their own, where the cell takes them
-        (``nonlinearity=None`` leaves each cell's own default).
+        The settings of cells that do not give their own, where the cell takes them (None:
+        each cell's own default).
 
     Returns
     -------
@@ -122,28 +107,17 @@ def parse_cells(text=None, init="default", forget_bias=0.0, nonlinearity=None):
                                             f"{', '.join(NONLINEARITIES)}")
     defaults = {"forget_bias": forget_bias, "nonlinearity": nonlinearity}
     specs = []
-    for name, pairs, spec in _group(DEFAULT_CELLS if text is None else text):
+    for name, pairs, spec in split_cells(DEFAULT_CELLS if text is None else text, "--cells"):
         if name not in cell_registry.names():
             raise ConfigError("--cells", f"unknown cell {name!r} in {spec!r}; cells are "
                                          f"{', '.join(cell_registry.names())}")
         cell = cell_registry.get(name)
-        keys = ("init", *cell.options, "label")
+        given = cell_settings(cell, pairs, spec, "--cells", ("init", *cell.options, "label"))
         settings = {"label": spec, "init": init}
         settings.update((k, v) for k, v in defaults.items() if k in cell.options and v is not None)
-        seen = set()
-        for pair in pairs:
-            key, sep, value = (s.strip() for s in pair.partition("="))
-            if not sep or not value:
-                raise ConfigError("--cells", f"{pair!r} in {spec!r} is not key=value")
-            if key not in keys:
-                raise ConfigError("--cells", f"unknown key {key!r} for {name} in {spec!r}; "
-                                             f"allowed keys: {', '.join(keys)}")
-            if key in seen:
-                raise ConfigError("--cells", f"{key!r} is given twice in {spec!r}")
-            seen.add(key)
-            settings[key] = _setting(cell, key, value, spec)
+        settings.update(given)
         if settings["init"] not in cell.inits:
-            raise ConfigError("--cells" if "init" in seen else "--init",
+            raise ConfigError("--cells" if "init" in given else "--init",
                               f"init={settings['init']!r} for {name} in {spec!r}; choose from "
                               f"{', '.join(cell.inits)}")
         specs.append(CellSpec(name, **settings))
@@ -153,26 +127,6 @@ def parse_cells(text=None, init="default", forget_bias=0.0, nonlinearity=None):
         raise ConfigError("--cells", f"{', '.join(map(repr, repeated))} appears more than once; give each "
                                      f"its own settings or a label=")
     return specs
-
-
-def _setting(cell, key, value, spec):
-    """The text ``value`` of ``key`` for ``cell``, converted and checked by the cell's option."""
-    if key == "label":
-        return value
-    choices = cell.inits if key == "init" else cell.options[key].choices
-    if choices is not None and value not in choices:
-        raise ConfigError("--cells", f"{key}={value!r} in {spec!r}; choose from {', '.join(choices)}")
-    if key == "init":
-        return value
-    if cell.options[key].kind is float:
-        try:
-            float(value)
-        except ValueError:
-            raise ConfigError("--cells", f"{key}={value!r} in {spec!r} is not a number") from None
-    try:
-        return cell.options[key].validate(cell.name, key, value)
-    except ValueError as err:
-        raise ConfigError("--cells", f"{err} in {spec!r}") from None
 
 
 def _last_step(T):
@@ -331,7 +285,7 @@ def _positive(option, value):
     option_integer(value, option)
 
 
-def run(cells=None, *, seq_len=200, hidden=64, layers=1, init="default", forget_bias=0.0, nonlinearity=None,
+def run(cells=None, *, seq_len=200, hidden=64, layers=1, init="default", forget_bias=None, nonlinearity=None,
         task="adding", train_steps=0, lr=1e-3, seeds=5, batch_size=32, seed=0, out="gradflow.png",
         csv_path=None, echo=None):
     """Measure every cell, write the figure and the CSV, and return the results.
@@ -343,7 +297,7 @@ def run(cells=None, *, seq_len=200, hidden=64, layers=1, init="default", forget_
     seq_len, hidden, layers : int
         T, H and L of every model.
     init, forget_bias, nonlinearity :
-        Settings of the cells that do not give their own.
+        Settings of the cells that do not give their own (None: each cell's own default).
     task : str
         A name of ``bptt.data.tasks.names()``; it draws the inputs and targets.
     train_steps : int
