@@ -30,9 +30,9 @@ __all__ = ["threads", "default_threads", "limit", "cores", "PARALLEL_MACS", "ENV
 ENVIRONMENT = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 #: Multiply-adds of the largest product of one step (B x G*H x H for a cell of G gate blocks)
-#: from which a second thread pays; below it one thread is as fast quiet and much faster busy.
-#: Measured by ``scripts/bench_threads.py``.
-PARALLEL_MACS = 2 ** 24
+#: from which more threads pay on an idle machine; below it one thread is as fast idle and much
+#: faster beside a busy core.  The crossover ``scripts/bench_threads.py`` measures (docs/threads.md).
+PARALLEL_MACS = 2 ** 22
 
 _fixed: contextvars.ContextVar[int | None] = contextvars.ContextVar("bptt_blas_threads", default=None)
 
