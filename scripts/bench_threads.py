@@ -74,7 +74,7 @@ from threadpoolctl import ThreadpoolController
 import bptt
 from bench_compiled import _blas_env, _grid
 from bench_rnn import orders
-from bptt import train
+from bptt.runs import config as train_config
 
 #: What a bptt run is started with.
 TRAIN = [sys.executable, "-m", "bptt", "train"]
@@ -342,7 +342,7 @@ def crossover(rows, key):
 
 def summary(med, clean, rows, emit):
     """The crossovers per product, the main job's figures and the rule they propose."""
-    config, _ = train.prepare(train.TrainConfig())
+    config, _ = train_config.prepare(train_config.TrainConfig())
     job_macs = config.batch * config.hidden * G * config.hidden
     emit("\n## Crossovers\n")
     emit(f"Two threads win: less than 1 / {WIN:g} of one thread's time. From: the fewest multiply-adds "

@@ -29,7 +29,7 @@ per gate, or one over a block of steps, where the plain way is one row-major GEM
 strided gate slices), and a BLAS may add a dot product's terms in another order for another
 shape, depending on the kernels it picks for the CPU: the results agree with the plain way's
 within float rounding, not bit for bit in general (OpenBLAS's Sandybridge kernels happen to
-give the same bits at the sizes tested, its Haswell kernels do not; ``tests/test_kernels.py``
+give the same bits at the sizes tested, its Haswell kernels do not; ``tests/nn/test_kernels.py``
 compares within the rounding of the sums).  The backward's recurrent product from
 ``BACK_BY_GATE`` units on (``recurrent_back``) also sums its gate-by-gate parts after the GEMMs,
 not inside one: another order again.

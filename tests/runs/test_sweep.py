@@ -118,7 +118,7 @@ def test_cell_options_in_a_spec_and_the_sweep_run_again(tmp_path):
         plan(after, str(tmp_path / "fixed"))
 
 
-SPECS = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "sweeps")
+SPECS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "scripts", "sweeps")
 
 
 @pytest.mark.parametrize("name", sorted(n for n in os.listdir(SPECS) if n.endswith(".toml")))
