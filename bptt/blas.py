@@ -31,7 +31,9 @@ ENVIRONMENT = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BL
 
 #: Multiply-adds of the largest product of one step (B x G*H x H for a cell of G gate blocks)
 #: from which more threads pay on an idle machine; below it one thread is as fast idle and much
-#: faster beside a busy core.  The crossover ``scripts/bench_threads.py`` measures (docs/threads.md).
+#: faster beside a busy core.  ``scripts/bench_threads.py`` measures it (docs/threads.md): from
+#: here on two threads were faster at every per-step shape timed idle, in most runs by more than
+#: the script's 10 % (one gate-by-gate shape at 7 % moves its strict crossover up in some runs).
 PARALLEL_MACS = 2 ** 22
 
 _fixed: contextvars.ContextVar[int | None] = contextvars.ContextVar("bptt_blas_threads", default=None)
