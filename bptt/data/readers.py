@@ -12,8 +12,11 @@ import collections
 import csv
 import functools
 import math
+import os
+from collections.abc import Iterable, Iterator
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from bptt.errors import integer
 from bptt.rng import generator
@@ -27,7 +30,8 @@ __all__ = ["batches", "CSVError", "MAX_LINE", "read_csv", "chronological_split",
 MAX_LINE = 2 ** 20
 
 
-def batches(arrays, batch_size=None, shuffle=True, rng=None, axis=0):
+def batches(arrays: Iterable[np.ndarray] | Iterable[ArrayLike], batch_size: int | None = None, shuffle: bool = True,
+            rng: np.random.Generator | None = None, axis: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
     """Yield aligned slices of ``arrays`` along ``axis``, one tuple per (mini-)batch.
 
     ``batch_size=None`` gives the whole set (batch gradient descent), ``1`` single examples
@@ -68,14 +72,14 @@ class CSVError(ValueError):
         1-based line number of the offending row (the header is line 1), None for whole-file errors.
     """
 
-    def __init__(self, path, line, message):
+    def __init__(self, path: str | os.PathLike[str], line: int | None, message: str) -> None:
         self.path = str(path)
         self.line = line
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {message}")
 
 
-def read_csv(path, columns):
+def read_csv(path: str | os.PathLike[str], columns: Iterable[str]) -> np.ndarray:
     """Read numeric ``columns`` of a CSV file with a header line, checking every row.
 
     Blank lines are skipped; every other row must have as many fields as the header, and every
@@ -173,7 +177,7 @@ def _number(path, line, column, field):
     return value
 
 
-def chronological_split(n, validation, test):
+def chronological_split(n: int, validation: float, test: float) -> tuple[slice, slice, slice]:
     """Split ``n`` time points, in order, into training, validation and test slices.
 
     Parameters
@@ -224,12 +228,12 @@ class Scaler:
         Take logs first (positive data with a multiplicative trend or seasonality).
     """
 
-    def __init__(self, log=False):
+    def __init__(self, log: bool = False) -> None:
         self.log = bool(log)
-        self.mean = None
-        self.std = None
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
 
-    def fit(self, a):
+    def fit(self, a: ArrayLike) -> Scaler:
         """Fit on ``a`` of shape (N, C) (or (N,)); returns self."""
         f = self._forward(np.asarray(a, dtype=np.float64), "fit")
         if f.shape[0] < 2:
@@ -242,15 +246,15 @@ class Scaler:
                              f"part; nothing to learn from them")
         return self
 
-    def transform(self, a):
+    def transform(self, a: ArrayLike) -> np.ndarray:
         """Scaled copy of ``a`` (float64, same shape)."""
         self._check_fitted("transform")
         return (self._forward(np.asarray(a, dtype=np.float64), "transform") - self.mean) / self.std
 
-    def inverse(self, a):
+    def inverse(self, a: ArrayLike) -> np.ndarray:
         """Undo ``transform``: back to the original scale (float64)."""
         self._check_fitted("inverse")
-        f = np.asarray(a, dtype=np.float64) * self.std + self.mean
+        f = np.asarray(a, dtype=np.float64) * self.std + self.mean  # type: ignore[operator]  # std is set: _check_fitted
         return np.exp(f) if self.log else f
 
     def _forward(self, a, who):
@@ -265,7 +269,7 @@ class Scaler:
             raise ValueError(f"Scaler.{who}: call fit on the training part first")
 
 
-def windows(a, starts, length):
+def windows(a: ArrayLike, starts: ArrayLike, length: int) -> np.ndarray:
     """Cut windows ``a[s : s + length]`` for each start ``s``, stacked time-major.
 
     Parameters

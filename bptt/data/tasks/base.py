@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from bptt.errors import integer
 from bptt.rng import generator
@@ -51,26 +54,27 @@ class Task:
     has_levels = False
     description = ""
 
-    def __init__(self, seed=0, validation_size=512, test_size=1000):
+    def __init__(self, seed: int = 0, validation_size: int = 512, test_size: int = 1000) -> None:
         who = f"task {self.name!r}"
         self.seed = integer(seed, "seed", who, least=0)
         self.validation_size = integer(validation_size, "validation_size", who)
         self.test_size = integer(test_size, "test_size", who)
-        self._fixed = {}
+        self._fixed: dict[str, Any] = {}
 
     @property
-    def forecasting(self):
+    def forecasting(self) -> bool:
         """True for a series task."""
         return self.kind == "series"
 
     @property
-    def streamable(self):
+    def streamable(self) -> bool:
         """True when the parts are one long stream (a series or a text) that stateful training
         and scoring read with the state carried (``bptt.runs.streams``)."""
         return self.kind != "sequences"
 
     # --- data ---------------------------------------------------------------------------------
-    def batch(self, batch_size, rng=None):
+    def batch(self, batch_size: int,
+              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A fresh batch.
 
         Parameters
@@ -91,11 +95,11 @@ class Task:
         """
         return self._generate(integer(batch_size, "batch_size", f"task {self.name!r}"), generator(rng))
 
-    def validation_set(self):
+    def validation_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The fixed validation set ``(x, y, mask)``, the same for the same seed."""
         return self._fixed_set("validation", 1, self.validation_size)
 
-    def test_set(self):
+    def test_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The fixed test set ``(x, y, mask)``, the same for the same seed."""
         return self._fixed_set("test", 2, self.test_size)
 
@@ -109,7 +113,7 @@ class Task:
         raise NotImplementedError
 
     # --- scoring ------------------------------------------------------------------------------
-    def score(self, pred, y, mask):
+    def score(self, pred: ArrayLike, y: ArrayLike, mask: ArrayLike) -> float:
         """The task's metric of predictions ``pred`` against ``y`` over the steps ``mask`` selects.
 
         Parameters
@@ -153,21 +157,21 @@ class Task:
     def _errors(self, pred, y):
         return pred - y
 
-    def baselines(self):
+    def baselines(self) -> dict[str, float]:
         """``{name: metric value}`` of simple reference predictors on the test set."""
         raise NotImplementedError
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         """A JSON-ready summary: sizes, loss, metric, baselines (what ``bptt tasks`` prints)."""
         return {"name": self.name, "description": self.description, "forecasting": self.forecasting,
                 "input_size": self.input_size, "output_size": self.output_size,
                 "seq_len": self.seq_len, "loss": self.loss, "metric": self.metric,
                 "sizes": self.sizes(), "baselines": self.baselines()}
 
-    def sizes(self):
+    def sizes(self) -> dict[str, int | None]:
         """Sequences (toy tasks) or time points (series) in each part."""
         return {"train": None, "validation": self.validation_size, "test": self.test_size}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<task {self.name}: T={self.seq_len} I={self.input_size} O={self.output_size} "
                 f"loss={self.loss} metric={self.metric}>")

@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["persistence", "seasonal_naive", "ar_design", "fit_ar", "predict_ar"]
 
 
-def _times(times, earliest, who):
+def _times(times: ArrayLike, earliest: int, who: str) -> np.ndarray:
     times = np.asarray(times, dtype=np.int64)
     if times.size and times.min() < earliest:
         raise ValueError(f"{who}: target times must be >= {earliest} (earlier ones have no history), "
@@ -27,7 +28,7 @@ def _times(times, earliest, who):
     return times
 
 
-def persistence(z, times, horizon=1):
+def persistence(z: ArrayLike, times: ArrayLike, horizon: int = 1) -> np.ndarray:
     """The last known value: ``z[times - horizon]``.
 
     Parameters
@@ -43,7 +44,7 @@ def persistence(z, times, horizon=1):
     return np.asarray(z)[times - horizon]
 
 
-def seasonal_naive(z, times, period, horizon=1):
+def seasonal_naive(z: ArrayLike, times: ArrayLike, period: int, horizon: int = 1) -> np.ndarray:
     """The value a whole number of seasons earlier, the latest one known at forecast time."""
     if period < 1:
         raise ValueError(f"seasonal_naive: period must be >= 1, got {period}")
@@ -52,7 +53,7 @@ def seasonal_naive(z, times, period, horizon=1):
     return np.asarray(z)[times - back]
 
 
-def ar_design(series, times, order, horizon=1):
+def ar_design(series: ArrayLike, times: ArrayLike, order: int, horizon: int = 1) -> np.ndarray:
     """Regressor matrix for AR(p): a constant, then lags 0..p-1 (counted from ``tau - horizon``) of
     each column of ``series``, column by column.
 
@@ -81,7 +82,7 @@ def ar_design(series, times, order, horizon=1):
     return np.concatenate([np.ones((len(times), 1)), lagged], axis=1)
 
 
-def fit_ar(series, z, times, order, horizon=1):
+def fit_ar(series: ArrayLike, z: ArrayLike, times: ArrayLike, order: int, horizon: int = 1) -> np.ndarray:
     """Least-squares AR(p) coefficients ``[c, a_0 .. a_{p-1}, (next column's lags) ...]``.
 
     ``z[times]`` are the targets, ``series`` the regressor columns (see ``ar_design``).
@@ -96,6 +97,7 @@ def fit_ar(series, z, times, order, horizon=1):
     return coef
 
 
-def predict_ar(coef, series, times, order, horizon=1):
+def predict_ar(coef: np.ndarray, series: ArrayLike, times: ArrayLike, order: int,
+               horizon: int = 1) -> np.ndarray:
     """Forecasts ``X @ coef`` at ``times`` for coefficients from ``fit_ar``."""
     return ar_design(series, times, order, horizon) @ coef

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+from collections.abc import Iterable, Sequence
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from bptt.errors import integer
 from bptt.data.readers import Scaler, chronological_split, read_csv, windows
@@ -77,9 +81,11 @@ class SeriesTask(Task):
     kind = "series"
     loss = "mse"
 
-    def __init__(self, name, inputs, target, input_names, target_name, seq_len=20, validation=0.15,
-                 test=0.15, horizon=1, period=None, log=False, metric="mse", ar_order=None,
-                 max_ar_order=12, labels=None, description="", seed=0):
+    def __init__(self, name: str, inputs: ArrayLike, target: ArrayLike, input_names: Sequence[str],
+                 target_name: str, seq_len: int = 20, validation: float = 0.15, test: float = 0.15,
+                 horizon: int = 1, period: int | None = None, log: bool = False, metric: str = "mse",
+                 ar_order: int | None = None, max_ar_order: int = 12, labels: Iterable[Any] | None = None,
+                 description: str = "", seed: int = 0) -> None:
         self.name, self.description = name, description
         inputs = np.asarray(inputs, dtype=np.float64)
         target = np.asarray(target, dtype=np.float64).reshape(-1)
@@ -128,7 +134,7 @@ class SeriesTask(Task):
         self._fixed = {}
 
     # --- data ---------------------------------------------------------------------------------
-    def unscale(self, a):
+    def unscale(self, a: ArrayLike) -> np.ndarray:
         """Scaled target values back on the original scale (float64)."""
         return self.target_scaler.inverse(a)
 
@@ -144,7 +150,7 @@ class SeriesTask(Task):
         x, y = self._window_pair(rng.integers(0, last + 1, size=n))
         return x, y, np.ones(self.seq_len, dtype=np.float32)
 
-    def times(self, part):
+    def times(self, part: str) -> np.ndarray:
         """Target times (indices into the series) of a part: 'train', 'validation' or 'test'."""
         if part not in self.parts:
             raise ValueError(f"task {self.name!r}: part must be one of train, validation, test, "
@@ -186,7 +192,7 @@ class SeriesTask(Task):
         coef = bl.fit_ar(X, self.scaled_target, fit_times, order, h)
         return self.unscale(bl.predict_ar(coef, X, self.times(part), order, h))
 
-    def chosen_ar_order(self):
+    def chosen_ar_order(self) -> int:
         """p of the AR(p) baseline: ``ar_order`` if given, else the best on the validation part."""
         if self.ar_order is not None:
             return self.ar_order
@@ -202,7 +208,7 @@ class SeriesTask(Task):
             self._fixed["ar_order"] = feasible[int(np.argmin(errors))]
         return self._fixed["ar_order"]
 
-    def baseline_forecasts(self, part="test"):
+    def baseline_forecasts(self, part: str = "test") -> dict[str, np.ndarray]:
         """``{name: raw forecasts}`` for a part's target times (original scale)."""
         times, z = self.times(part), self.raw_target
         out = {"persistence": bl.persistence(z, times, self.horizon)}
@@ -213,7 +219,7 @@ class SeriesTask(Task):
         out[f"AR({p})"] = self._ar_forecast(p, fit, part)
         return out
 
-    def baselines(self, part="test"):
+    def baselines(self, part: str = "test") -> dict[str, float]:
         """``{name: metric}`` of persistence, seasonal naive (when seasonal) and AR(p) on a part.
 
         AR(p) is fitted by least squares on the parts before the one scored (training only for
@@ -221,13 +227,13 @@ class SeriesTask(Task):
         """
         return {k: self._score_raw(v, part) for k, v in self.baseline_forecasts(part).items()}
 
-    def sizes(self):
+    def sizes(self) -> dict[str, int | None]:
         """Time points in each part (and the training windows a batch draws from)."""
-        out = {k: s.stop - s.start for k, s in self.parts.items()}
+        out: dict[str, int | None] = {k: s.stop - s.start for k, s in self.parts.items()}
         out["train windows"] = self.parts["train"].stop - self.seq_len - self.horizon + 1
         return out
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(horizon=self.horizon, period=self.period, log=self.target_scaler.log,
                  target=self.target_name, inputs=self.input_names)
@@ -246,8 +252,10 @@ def _univariate(name, z, column, **options):
 
 
 # --- a user's CSV -----------------------------------------------------------------------------
-def from_csv(path, target, columns=None, seq_len=20, validation=0.15, test=0.15, horizon=1,
-             period=None, log=False, metric="mse", ar_order=None, max_ar_order=12, name=None):
+def from_csv(path: str | os.PathLike[str], target: str, columns: Iterable[str] | None = None,
+             seq_len: int = 20, validation: float = 0.15, test: float = 0.15, horizon: int = 1,
+             period: int | None = None, log: bool = False, metric: str = "mse",
+             ar_order: int | None = None, max_ar_order: int = 12, name: str | None = None) -> SeriesTask:
     """A forecasting task from any CSV with a header, by column names.
 
     Parameters
@@ -287,8 +295,9 @@ def _shipped(filename, columns):
         return read_csv(path, columns)
 
 
-def sunspots(seq_len=20, horizon=1, start=1700, end=1987, validation=35, test=67, metric="mse",
-             ar_order=None, max_ar_order=12, seed=0):
+def sunspots(seq_len: int = 20, horizon: int = 1, start: int = 1700, end: int = 1987,
+             validation: float = 35, test: float = 67, metric: str = "mse", ar_order: int | None = None,
+             max_ar_order: int = 12, seed: int = 0) -> SeriesTask:
     """Annual sunspot numbers, 1700-1987 by default, last 67 years (1921-1987) held out.
 
     The split of the forecasting literature (ARIMA ~306, neural network ~351 test MSE, one step
@@ -305,8 +314,9 @@ def sunspots(seq_len=20, horizon=1, start=1700, end=1987, validation=35, test=67
                        description="annual sunspot numbers, one step ahead")
 
 
-def airline(seq_len=24, horizon=1, log=True, validation=24, test=24, metric="rmse", ar_order=None,
-            max_ar_order=13, seed=0):
+def airline(seq_len: int = 24, horizon: int = 1, log: bool = True, validation: float = 24,
+            test: float = 24, metric: str = "rmse", ar_order: int | None = None, max_ar_order: int = 13,
+            seed: int = 0) -> SeriesTask:
     """Monthly international airline passengers (thousands), 1949-1960 (Box & Jenkins, series G).
 
     Seasonal with period 12 and growing swings, so modelled as logs by default; 1959-1960 is the
@@ -320,8 +330,9 @@ def airline(seq_len=24, horizon=1, log=True, validation=24, test=24, metric="rms
                        description="monthly airline passengers, seasonal, one step ahead")
 
 
-def nile(seq_len=10, horizon=1, validation=15, test=20, metric="rmse", ar_order=None,
-         max_ar_order=5, seed=0):
+def nile(seq_len: int = 10, horizon: int = 1, validation: float = 15, test: float = 20,
+         metric: str = "rmse", ar_order: int | None = None, max_ar_order: int = 5,
+         seed: int = 0) -> SeriesTask:
     """Annual flow of the Nile at Aswan (10^8 m^3), 1871-1970; 1951-1970 held out."""
     years, flow = _shipped("nile.csv", ["year", "flow"]).T
     return _univariate("nile", flow, "flow", seq_len=seq_len, horizon=horizon,
@@ -346,8 +357,9 @@ def _substeps(interval, at_most):
 
 
 @functools.lru_cache(maxsize=8)
-def mackey_glass_series(length, step=6.0, tau=17.0, beta=0.2, gamma=0.1, power=10, x0=1.2,
-                        washout=1000.0):
+def mackey_glass_series(length: int, step: float = 6.0, tau: float = 17.0, beta: float = 0.2,
+                        gamma: float = 0.1, power: int = 10, x0: float = 1.2,
+                        washout: float = 1000.0) -> np.ndarray:
     """The Mackey-Glass delay equation ``dx/dt = beta x(t-tau) / (1 + x(t-tau)^power) - gamma x``.
 
     Integrated by RK4 at a fixed step h dividing both ``step`` and ``tau`` (h = 0.1 for the
@@ -399,7 +411,8 @@ def mackey_glass_series(length, step=6.0, tau=17.0, beta=0.2, gamma=0.1, power=1
 
 
 @functools.lru_cache(maxsize=8)
-def lorenz_series(length, dt=0.1, sigma=10.0, rho=28.0, beta=8.0 / 3.0, seed=0, washout=20.0):
+def lorenz_series(length: int, dt: float = 0.1, sigma: float = 10.0, rho: float = 28.0,
+                  beta: float = 8.0 / 3.0, seed: int = 0, washout: float = 20.0) -> np.ndarray:
     """The Lorenz system from a seeded start, sampled every ``dt`` after ``washout`` time units.
 
     Integrated by RK4 at a fixed step dividing ``dt`` (0.01 for the default); the start is
@@ -417,7 +430,7 @@ def lorenz_series(length, dt=0.1, sigma=10.0, rho=28.0, beta=8.0 / 3.0, seed=0, 
 
     x, y, z = (float(v) for v in np.random.default_rng(seed).random(3) * 2.0 - 1.0 + [1.0, 1.0, 20.0])
     start = int(round(washout / h))
-    out = []
+    out: Any = []      # rows of (x, y, z), then the array of them
     for i in range(start + per_sample * (length - 1) + 1):
         if i >= start and (i - start) % per_sample == 0:
             out.append((x, y, z))
@@ -434,7 +447,7 @@ def lorenz_series(length, dt=0.1, sigma=10.0, rho=28.0, beta=8.0 / 3.0, seed=0, 
 
 
 @functools.lru_cache(maxsize=8)
-def narma10_series(length, seed=0, washout=200):
+def narma10_series(length: int, seed: int = 0, washout: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """NARMA-10: ``y[t+1] = 0.3 y[t] + 0.05 y[t] sum_{i<10} y[t-i] + 1.5 u[t-9] u[t] + 0.1``,
     u uniform on [0, 0.5] (Atiya & Parlos 2000).
 
@@ -455,8 +468,9 @@ def narma10_series(length, seed=0, washout=200):
     return u, y
 
 
-def sine(length=2000, components=3, noise=0.05, seq_len=50, horizon=1, validation=0.15,
-         test=0.15, metric="rmse", ar_order=None, max_ar_order=20, seed=0):
+def sine(length: int = 2000, components: int = 3, noise: float = 0.05, seq_len: int = 50,
+         horizon: int = 1, validation: float = 0.15, test: float = 0.15, metric: str = "rmse",
+         ar_order: int | None = None, max_ar_order: int = 20, seed: int = 0) -> SeriesTask:
     """A mixture of ``components`` sines with seeded periods (8 to 64 steps), amplitudes and
     phases, plus Gaussian noise of standard deviation ``noise``."""
     rng = np.random.default_rng([seed, 0])
@@ -471,8 +485,9 @@ def sine(length=2000, components=3, noise=0.05, seq_len=50, horizon=1, validatio
                        seed=seed, description=f"mixture of {components} sines plus noise")
 
 
-def mackey_glass(length=2000, step=6.0, tau=17.0, seq_len=50, horizon=1, validation=0.15,
-                 test=0.15, metric="rmse", ar_order=None, max_ar_order=20, seed=0):
+def mackey_glass(length: int = 2000, step: float = 6.0, tau: float = 17.0, seq_len: int = 50,
+                 horizon: int = 1, validation: float = 0.15, test: float = 0.15, metric: str = "rmse",
+                 ar_order: int | None = None, max_ar_order: int = 20, seed: int = 0) -> SeriesTask:
     """Mackey-Glass (tau = 17, chaotic), sampled every ``step`` time units; deterministic, so
     ``seed`` changes nothing but the record.
 
@@ -486,8 +501,9 @@ def mackey_glass(length=2000, step=6.0, tau=17.0, seq_len=50, horizon=1, validat
                        description=f"Mackey-Glass tau={tau:g}, {horizon * step:g} time units ahead")
 
 
-def lorenz(length=2000, dt=0.1, seq_len=50, horizon=1, validation=0.15, test=0.15,
-           metric="rmse", ar_order=None, max_ar_order=20, seed=0):
+def lorenz(length: int = 2000, dt: float = 0.1, seq_len: int = 50, horizon: int = 1,
+           validation: float = 0.15, test: float = 0.15, metric: str = "rmse",
+           ar_order: int | None = None, max_ar_order: int = 20, seed: int = 0) -> SeriesTask:
     """Lorenz system (sigma 10, rho 28, beta 8/3): x, y, z in, x ``horizon`` samples ahead out.
 
     Sampled every 0.1 time units by default (about a tenth of a Lyapunov time); at 0.02 a linear
@@ -500,8 +516,9 @@ def lorenz(length=2000, dt=0.1, seq_len=50, horizon=1, validation=0.15, test=0.1
                       description="Lorenz attractor, x from (x, y, z)")
 
 
-def narma10(length=2000, seq_len=50, validation=0.15, test=0.15, metric="rmse", ar_order=None,
-            max_ar_order=20, seed=0):
+def narma10(length: int = 2000, seq_len: int = 50, validation: float = 0.15, test: float = 0.15,
+            metric: str = "rmse", ar_order: int | None = None, max_ar_order: int = 20,
+            seed: int = 0) -> SeriesTask:
     """NARMA-10: the input u in, the system's next output y out (a 10-step nonlinear memory)."""
     u, y = (np.array(a) for a in narma10_series(int(length), int(seed)))
     return SeriesTask("narma10", u[:, None], y, ["u"], "y", seq_len=seq_len, horizon=1,

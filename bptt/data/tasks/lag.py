@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from bptt.data.tasks.base import Task
 
@@ -51,8 +52,8 @@ class Lag(Task):
     description = "next bit set by the inputs 3 and 8 steps back (levels 0.662, 0.519, 0.454)"
     weights = (0.5, -0.25)      # of x_{t-short_lag} and x_{t-long_lag} in P(y_t = 1)
 
-    def __init__(self, seq_len=50, short_lag=3, long_lag=8, seed=0, validation_size=512,
-                 test_size=1000):
+    def __init__(self, seq_len: int = 50, short_lag: int = 3, long_lag: int = 8, seed: int = 0,
+                 validation_size: int = 512, test_size: int = 1000) -> None:
         for label, value in (("seq_len", seq_len), ("short_lag", short_lag), ("long_lag", long_lag)):
             if int(value) != value or value < 1:
                 raise ValueError(f"task 'lag': {label} must be a positive integer, got {value!r}")
@@ -62,7 +63,7 @@ class Lag(Task):
         self.seq_len, self.short_lag, self.long_lag = int(seq_len), int(short_lag), int(long_lag)
         super().__init__(seed, validation_size, test_size)
 
-    def probability(self, x_short, x_long):
+    def probability(self, x_short: ArrayLike, x_long: ArrayLike) -> np.ndarray:
         """P(y_t = 1) given x_{t-short_lag} and x_{t-long_lag} (arrays of 0/1)."""
         a, b = self.weights
         return 0.5 + a * np.asarray(x_short) + b * np.asarray(x_long)
@@ -77,7 +78,7 @@ class Lag(Task):
         mask[L:] = 1
         return bits[..., None].astype(np.float32), y, mask
 
-    def baselines(self):
+    def baselines(self) -> dict[str, float]:
         """The expected cross-entropy of the best predictor that knows nothing, x_{t-short_lag}
         only, and both inputs (0.662, 0.519 and 0.454 nats for the default lags)."""
         cases = list(itertools.product((0, 1), repeat=2))        # (x_short, x_long), each 1/4
@@ -88,7 +89,7 @@ class Lag(Task):
                 f"lag {self.short_lag} only": sum(_entropy(q) for q in short) / 2,
                 f"lags {self.short_lag} and {self.long_lag}": sum(_entropy(q) for q in p.values()) / 4}
 
-    def level_reached(self, value):
+    def level_reached(self, value: float) -> str | None:
         """The level of ``baselines()`` a test cross-entropy is at: the nearest of the three.
 
         Parameters

@@ -12,14 +12,21 @@ says).  Shapes: x (B, I), y (B, O), logits (B, O).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from bptt.nn.losses import binary_cross_entropy_with_logits
+
+if TYPE_CHECKING:
+    from bptt.tape import Tensor, TensorLike
 
 __all__ = ["two_spirals", "TwoSpirals", "PatternCompletion", "STATIC_TASKS", "get_static"]
 
 
-def two_spirals(n, turns, rng, dtype=np.float32):
+def two_spirals(n: int, turns: float, rng: np.random.Generator,
+                dtype: DTypeLike = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Lang & Witbrock's two interleaved spirals, ``turns`` turns each, scaled into the unit disc.
 
     Returns ``x (2n, 2)`` and ``y (2n, 1)``: n points on the first arm with label 0, their mirror
@@ -50,23 +57,24 @@ class TwoSpirals:
     higher_is_better = True
     input_size, output_size = 2, 1
 
-    def __init__(self, n=100, turns=1.5, test_size=250, seed=0):
+    def __init__(self, n: int = 100, turns: float = 1.5, test_size: int = 250, seed: int = 0) -> None:
         self.n, self.turns, self.test_size, self.seed = int(n), float(turns), int(test_size), int(seed)
 
-    def train_set(self, dtype=np.float32):
+    def train_set(self, dtype: DTypeLike = np.float32) -> tuple[np.ndarray, np.ndarray]:
         return two_spirals(self.n, self.turns, np.random.default_rng([self.seed, 0]), dtype)
 
-    def batch(self, batch_size, rng, dtype=np.float32):
+    def batch(self, batch_size: int, rng: np.random.Generator,
+              dtype: DTypeLike = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """The whole training set (the classic full-batch setting); ``batch_size`` and ``rng`` unused."""
         return self.train_set(dtype)
 
-    def test_set(self, dtype=np.float32):
+    def test_set(self, dtype: DTypeLike = np.float32) -> tuple[np.ndarray, np.ndarray]:
         return two_spirals(self.test_size, self.turns, np.random.default_rng([self.seed, 1]), dtype)
 
-    def loss(self, logits, y):
+    def loss(self, logits: TensorLike, y: TensorLike) -> Tensor:
         return binary_cross_entropy_with_logits(logits, y)
 
-    def score(self, logits, y):
+    def score(self, logits: ArrayLike, y: ArrayLike) -> float:
         """Accuracy of ``logits > 0`` against the labels."""
         return float(np.mean((np.asarray(logits) > 0) == (np.asarray(y) > 0.5)))
 
@@ -95,7 +103,8 @@ class PatternCompletion:
     metric = "recall error"
     higher_is_better = False
 
-    def __init__(self, patterns=20, size=32, flip=0.2, test_size=500, seed=0):
+    def __init__(self, patterns: int = 20, size: int = 32, flip: float = 0.2, test_size: int = 500,
+                 seed: int = 0) -> None:
         if not 0 <= flip < 0.5:
             raise ValueError(f"PatternCompletion: flip must be in [0, 0.5), got {flip!r}")
         if int(patterns) < 1 or int(size) < 1:
@@ -105,7 +114,8 @@ class PatternCompletion:
         self.input_size = self.output_size = self.size
         self.patterns = np.random.default_rng([self.seed, 0]).choice([-1.0, 1.0], size=(self.patterns_count, self.size))
 
-    def batch(self, batch_size, rng, dtype=np.float32):
+    def batch(self, batch_size: int, rng: np.random.Generator,
+              dtype: DTypeLike = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """``batch_size`` fresh presentations: x (B, N) corrupted ±1, y (B, N) clean 0/1 bits."""
         which = rng.integers(self.patterns_count, size=batch_size)
         clean = self.patterns[which]
@@ -115,17 +125,17 @@ class PatternCompletion:
         np.put_along_axis(x, flips, -np.take_along_axis(x, flips, axis=1), axis=1)
         return x.astype(dtype), ((clean + 1) / 2).astype(dtype)
 
-    def train_set(self, dtype=np.float32):
+    def train_set(self, dtype: DTypeLike = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """A fixed set of 10 presentations per pattern (for measurements that need one batch)."""
         return self.batch(10 * self.patterns_count, np.random.default_rng([self.seed, 2]), dtype)
 
-    def test_set(self, dtype=np.float32):
+    def test_set(self, dtype: DTypeLike = np.float32) -> tuple[np.ndarray, np.ndarray]:
         return self.batch(self.test_size, np.random.default_rng([self.seed, 1]), dtype)
 
-    def loss(self, logits, y):
+    def loss(self, logits: TensorLike, y: TensorLike) -> Tensor:
         return binary_cross_entropy_with_logits(logits, y)
 
-    def score(self, logits, y):
+    def score(self, logits: ArrayLike, y: ArrayLike) -> float:
         """The fraction of bits recalled wrong."""
         return float(np.mean((np.asarray(logits) > 0) != (np.asarray(y) > 0.5)))
 
@@ -133,7 +143,7 @@ class PatternCompletion:
 STATIC_TASKS = {"spirals": TwoSpirals, "patterns": PatternCompletion}
 
 
-def get_static(name, **options):
+def get_static(name: str, **options: Any) -> TwoSpirals | PatternCompletion:
     """A static task by name ('spirals' or 'patterns') with its options."""
     if name not in STATIC_TASKS:
         raise ValueError(f"unknown static task {name!r}; static tasks are: {', '.join(STATIC_TASKS)}")

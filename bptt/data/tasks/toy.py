@@ -48,7 +48,8 @@ class Adding(Task):
     loss = metric = "mse"
     description = "sum of two marked numbers in a long sequence (last step)"
 
-    def __init__(self, seq_len=50, seed=0, validation_size=512, test_size=1000):
+    def __init__(self, seq_len: int = 50, seed: int = 0, validation_size: int = 512,
+                 test_size: int = 1000) -> None:
         self.seq_len = _positive(self.name, "seq_len", seq_len, least=2)
         super().__init__(seed, validation_size, test_size)
 
@@ -65,7 +66,7 @@ class Adding(Task):
         y[-1, :, 0] = x[first, cols, 0] + x[second, cols, 0]
         return x, y, _last_step_mask(T)
 
-    def baselines(self):
+    def baselines(self) -> dict[str, float]:
         """MSE of always predicting 1.0 (about 1/6)."""
         x, y, mask = self.test_set()
         return {"constant 1.0": self.score(np.ones_like(y), y, mask)}
@@ -95,7 +96,8 @@ class CopyMemory(Task):
     description = "reproduce 10 symbols after a delay (all steps)"
     n_symbols, n_copy = 8, 10
 
-    def __init__(self, delay=None, seq_len=None, seed=0, validation_size=512, test_size=1000):
+    def __init__(self, delay: int | None = None, seq_len: int | None = None, seed: int = 0,
+                 validation_size: int = 512, test_size: int = 1000) -> None:
         if delay is None and seq_len is None:
             delay = 100
         elif delay is None:
@@ -118,7 +120,7 @@ class CopyMemory(Task):
         y[-k:] = data
         return x, y, np.ones(T, dtype=np.float32)
 
-    def memoryless_logits(self, batch_size):
+    def memoryless_logits(self, batch_size: int) -> np.ndarray:
         """Logits of the memoryless strategy, shape (T, B, 10)."""
         T, k = self.seq_len, self.n_copy
         logits = np.full((T, batch_size, self.output_size), -_CONFIDENT)
@@ -126,7 +128,7 @@ class CopyMemory(Task):
         logits[T - k:, :, 1:self.n_symbols + 1] = 0
         return logits
 
-    def baselines(self):
+    def baselines(self) -> dict[str, float]:
         """Cross-entropy of the memoryless strategy on the test set (= 10 log 8 / T)."""
         x, y, mask = self.test_set()
         return {"memoryless": self.score(self.memoryless_logits(y.shape[1]), y, mask)}
@@ -155,7 +157,8 @@ class Parity(Task):
     loss, metric = "cross_entropy", "accuracy"
     description = "XOR of bits seen a delay earlier (delayed XOR; sequential parity)"
 
-    def __init__(self, seq_len=50, order=2, delay=10, seed=0, validation_size=512, test_size=1000):
+    def __init__(self, seq_len: int = 50, order: int = 2, delay: int = 10, seed: int = 0,
+                 validation_size: int = 512, test_size: int = 1000) -> None:
         self.seq_len = _positive(self.name, "seq_len", seq_len)
         self.order = _positive(self.name, "order", order)
         self.delay = _positive(self.name, "delay", delay, least=0)
@@ -176,7 +179,7 @@ class Parity(Task):
         mask[first:] = 1
         return bits[..., None].astype(np.float32), y, mask
 
-    def baselines(self):
+    def baselines(self) -> dict[str, float]:
         """Accuracy of always answering the test set's majority class (about 0.5)."""
         x, y, mask = self.test_set()
         sel = y[mask > 0]
@@ -205,7 +208,8 @@ class Recall(Task):
     loss, metric = "cross_entropy", "accuracy"
     description = "recall one symbol after a lag (last step)"
 
-    def __init__(self, seq_len=50, n_symbols=8, seed=0, validation_size=512, test_size=1000):
+    def __init__(self, seq_len: int = 50, n_symbols: int = 8, seed: int = 0, validation_size: int = 512,
+                 test_size: int = 1000) -> None:
         self.seq_len = _positive(self.name, "seq_len", seq_len, least=2)
         self.n_symbols = _positive(self.name, "n_symbols", n_symbols, least=2)
         self.input_size, self.output_size = self.n_symbols + 1, self.n_symbols
@@ -221,7 +225,7 @@ class Recall(Task):
         y[-1] = symbol
         return x, y, _last_step_mask(T)
 
-    def baselines(self):
+    def baselines(self) -> dict[str, float]:
         """Accuracy of always answering the test set's most frequent symbol (about 1/K)."""
         x, y, mask = self.test_set()
         majority = int(np.bincount(y[-1], minlength=self.n_symbols).argmax())
